@@ -1,0 +1,22 @@
+"""Every Redis key and channel jobpulse uses, built here and only here.
+
+A job's keys share the hash tag ``{job_id}`` so they live in one Redis Cluster slot: the event append
+touches the state hash and the stream in one script, which Cluster allows only within a slot.
+"""
+
+PREFIX = "jobpulse"
+
+
+def state_key(job_id: str) -> str:
+    """Hash with the job's current state, for O(1) reads."""
+    return f"{PREFIX}:{{{job_id}}}:state"
+
+
+def events_key(job_id: str) -> str:
+    """Stream with the job's ordered, replayable event history."""
+    return f"{PREFIX}:{{{job_id}}}:events"
+
+
+def live_channel(job_id: str) -> str:
+    """Pub/sub channel that announces each new event to web processes watching the job."""
+    return f"{PREFIX}:{{{job_id}}}:live"

@@ -1,0 +1,62 @@
+"""One settings class for the web app, the worker and the local stack runner.
+
+``REDIS_URL`` is unprefixed because it is the variable every Redis-backed tool and platform already sets;
+everything else is ``JOBPULSE_``-prefixed. Build it where the process starts (app factory, worker startup),
+never at import time, so tests can pass their own.
+"""
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOBPULSE_", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "JOBPULSE_REDIS_URL"),
+        description="Redis for the queue, the event streams and the job state.",
+    )
+    queue_name: str = Field(default="arq:queue", description="arq queue that jobs are enqueued on.")
+
+    # Worker side
+    progress_interval_ms: int = Field(
+        default=100,
+        ge=0,
+        le=60_000,
+        description="Progress updates closer together than this are coalesced to the latest; 0 turns it off.",
+    )
+    job_timeout_s: float = Field(default=3600, gt=0, description="A job running longer than this fails.")
+    max_tries: int = Field(default=3, ge=1, le=100, description="Attempts before a retried job fails.")
+    max_jobs: int = Field(default=10, ge=1, description="Jobs one worker process runs at once.")
+    worker_poll_delay_s: float = Field(
+        default=0.2, gt=0, le=10, description="How often a worker polls for new jobs and cancellations."
+    )
+
+    # Event history
+    stream_maxlen: int = Field(
+        default=10_000, ge=10, description="Events kept per job; older ones are trimmed."
+    )
+    retention_s: int = Field(
+        default=86_400, ge=1, description="How long a finished job's state and history are kept."
+    )
+    active_ttl_s: int = Field(
+        default=7 * 86_400,
+        ge=60,
+        description="Expiry of an unfinished job's keys, refreshed on every event, so abandoned jobs vanish.",
+    )
+
+    # Web side
+    keepalive_s: float = Field(
+        default=15.0, gt=0, le=300, description="Seconds between SSE keep-alive comments."
+    )
+    sse_retry_ms: int = Field(default=2000, ge=0, description="`retry:` hint sent to SSE clients.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest accepted request body.")
+    subscriber_buffer: int = Field(
+        default=256,
+        ge=8,
+        description="Events buffered per SSE client; a client further behind re-reads from Redis instead.",
+    )
+    redis_pool_size: int = Field(
+        default=8, ge=2, description="Redis connections one web process uses, however many clients it serves."
+    )

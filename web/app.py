@@ -1,0 +1,79 @@
+"""The FastAPI application: `uvicorn web.app:app`, or `create_app(settings)` in tests."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from jobpulse.models import LostEvent, ProgressEvent, StatusEvent, SubmitJob
+from jobpulse.settings import Settings
+from jobpulse.tasks import TASK_PARAMS
+from web.errors import install_error_handlers
+from web.routes import events, jobs
+from web.services import Services
+
+
+class HTTPError(BaseModel):
+    detail: Any
+
+
+_DOCUMENTED_MODELS: list[type[BaseModel]] = [
+    HTTPError,
+    SubmitJob,
+    StatusEvent,
+    ProgressEvent,
+    LostEvent,
+    *TASK_PARAMS.values(),
+]
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the models only the SSE stream and the manual body parsing refer to."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in _DOCUMENTED_MODELS:
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            components[model.__name__] = model_schema
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await Services.start(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    tasks = ", ".join(f"`{name}`" for name in sorted(TASK_PARAMS))
+    app = FastAPI(
+        title="jobpulse",
+        version="0.1.0",
+        description=f"Submit background jobs; stream their progress as Server-Sent Events. Tasks: {tasks}.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(events.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """`web.app:app` is built when uvicorn asks for it, reading the environment then."""
+    if name == "app":
+        return create_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,52 @@
+"""Turns the exceptions the app raises into HTTP answers, at one boundary, each saying what to do."""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from jobpulse.store import JobAlreadyFinished, JobNotFound
+from web.hub import HubUnavailable
+
+RETRY_AFTER_S = "2"
+
+
+class BadRequest(Exception):
+    """A request that cannot be understood: answered with `status` and `detail`."""
+
+    def __init__(self, status: int, detail: Any, headers: dict[str, str] | None = None) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def bad_request(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BadRequest)
+        return _error(exc.status, exc.detail, exc.headers)
+
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return _error(404, str(exc))
+
+    async def finished(_: Request, exc: Exception) -> JSONResponse:
+        return _error(409, f"{exc} Only queued or running jobs can be cancelled.")
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return _error(
+            503,
+            f"Redis is unavailable ({type(exc).__name__}); retry shortly.",
+            {"Retry-After": RETRY_AFTER_S},
+        )
+
+    app.add_exception_handler(BadRequest, bad_request)
+    app.add_exception_handler(JobNotFound, not_found)
+    app.add_exception_handler(JobAlreadyFinished, finished)
+    for redis_down in (RedisConnectionError, RedisTimeoutError, HubUnavailable):
+        app.add_exception_handler(redis_down, unavailable)

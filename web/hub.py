@@ -1,0 +1,191 @@
+"""The hub: one per web process, it feeds every SSE subscription from one Redis pub/sub connection.
+
+However many clients watch, the process holds one pub/sub connection (plus the shared command pool that
+subscriptions read history through). The hub subscribes to a job's live channel when the first client
+of that job arrives and unsubscribes when the last leaves. Each announced event is parsed once and its
+SSE bytes encoded once, then offered to every subscription of the job without blocking.
+
+If the pub/sub connection drops, the hub reconnects with backoff, re-subscribes, and tells every
+subscription to re-read from the job's stream, so an outage costs latency, never events.
+"""
+
+import asyncio
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from jobpulse import keys
+from jobpulse.events import from_live_message
+from web.subscription import EventSource, Subscription
+
+logger = logging.getLogger(__name__)
+
+
+class HubUnavailable(Exception):
+    """The hub cannot reach Redis right now."""
+
+
+class _Channel:
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.subscriptions: set[Subscription] = set()
+        self.ready = asyncio.Event()  # Redis confirmed the subscription
+
+
+class Hub:
+    def __init__(
+        self,
+        redis: Redis,
+        source: EventSource,
+        *,
+        max_buffered: int,
+        subscribe_timeout_s: float = 5.0,
+    ) -> None:
+        self._redis = redis
+        self._source = source
+        self._max_buffered = max_buffered
+        self._subscribe_timeout_s = subscribe_timeout_s
+        self._channels: dict[bytes, _Channel] = {}
+        self._pubsub: PubSub | None = None
+        self._connected = asyncio.Event()
+        self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE against each other and reconnects
+        self._reader: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self.reconnects = 0
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(channel.subscriptions) for channel in self._channels.values())
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._read_forever(), name="jobpulse-hub")
+
+    async def stop(self) -> None:
+        """End every open stream and release the connection."""
+        for channel in self._channels.values():
+            for subscription in channel.subscriptions:
+                subscription.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self._close_pubsub()
+
+    async def open(self, job_id: str, after: int) -> Subscription:
+        """A subscription to `job_id`'s events after `after`, live from the moment this returns.
+
+        The live channel is confirmed subscribed before the subscription reads any history, so an event
+        published during catch-up is either in what it reads or announced to it afterwards.
+        """
+        subscription = Subscription(job_id, after, self._source, self._max_buffered)
+        name = keys.live_channel(job_id).encode()
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = _Channel(name)
+            channel.subscriptions.add(subscription)
+            await self._send("subscribe", name)
+        else:
+            channel.subscriptions.add(subscription)
+        try:
+            async with asyncio.timeout(self._subscribe_timeout_s):
+                await channel.ready.wait()
+        except TimeoutError:
+            self.release(subscription)
+            raise HubUnavailable("Redis did not confirm the subscription in time") from None
+        return subscription
+
+    def release(self, subscription: Subscription) -> None:
+        """Forget a subscription at once; the channel is unsubscribed when its last one leaves."""
+        name = keys.live_channel(subscription.job_id).encode()
+        channel = self._channels.get(name)
+        if channel is None:
+            return
+        channel.subscriptions.discard(subscription)
+        if not channel.subscriptions:
+            del self._channels[name]
+            task = asyncio.create_task(self._send("unsubscribe", name))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _send(self, command: str, name: bytes) -> None:
+        async with self._lock:
+            wanted = name in self._channels
+            if (command == "subscribe") != wanted or self._pubsub is None or not self._connected.is_set():
+                return  # superseded, or the reader will (re)subscribe everything once connected
+            try:
+                if command == "subscribe":
+                    await self._pubsub.subscribe(name)
+                else:
+                    await self._pubsub.unsubscribe(name)
+            except (RedisError, OSError) as exc:
+                logger.warning("hub: %s %s failed: %s", command, name.decode(), exc)
+
+    async def _close_pubsub(self) -> None:
+        self._connected.clear()
+        if self._pubsub is not None:
+            pubsub, self._pubsub = self._pubsub, None
+            try:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except (RedisError, OSError):
+                pass
+
+    async def _connect(self) -> PubSub:
+        async with self._lock:
+            pubsub = self._redis.pubsub()
+            await pubsub.connect()  # type: ignore[no-untyped-call]
+            self._pubsub = pubsub
+            self._connected.set()
+            for channel in self._channels.values():
+                channel.ready.clear()
+            if self._channels:
+                await pubsub.subscribe(*self._channels)
+            return pubsub
+
+    async def _read_forever(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                pubsub = await self._connect()
+                backoff = 0.05
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.reconnects += 1
+                logger.warning("hub: Redis pub/sub connection lost (%s); reconnecting", exc)
+            except Exception:
+                logger.exception("hub: unexpected error; reconnecting")
+            await self._close_pubsub()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        name: bytes = message["channel"]
+        channel = self._channels.get(name)
+        if kind == "message":
+            if channel is None:
+                return
+            event = from_live_message(message["data"])
+            for subscription in channel.subscriptions:
+                subscription.offer(event)
+        elif kind == "subscribe":
+            if channel is None:
+                return
+            channel.ready.set()
+            for subscription in channel.subscriptions:
+                subscription.mark_behind()  # whatever was published before this point is in the stream
+        elif kind == "unsubscribe" and channel is not None:
+            # A subscriber arrived while the unsubscribe was in flight: subscribe again.
+            task = asyncio.create_task(self._send("subscribe", name))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)

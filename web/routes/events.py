@@ -1,0 +1,91 @@
+"""`GET /jobs/{id}/events`: a job's history, then its live events, as Server-Sent Events."""
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from web.deps import HubDep, SettingsDep, StoreDep
+from web.errors import BadRequest
+from web.routes.jobs import _ERROR, load_job
+from web.sse_response import SSE_HEADERS, SubscriptionResponse
+
+router = APIRouter(tags=["events"])
+
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
+
+_STREAM_DOC = """\
+Every event has `id:` (send it back as `Last-Event-ID` to resume), `event:` and one JSON `data:` line:
+
+| event | data | |
+|---|---|---|
+| `status` | `StatusEvent` | `succeeded`, `failed`, `cancelled` are the last event: the server then closes |
+| `progress` | `ProgressEvent` | |
+| `lost` | `LostEvent` | no `id:`; the events you asked to resume after are no longer retained |
+
+The stream opens with a `retry:` hint and a comment, and sends a `: keep-alive` comment whenever it
+has been idle for `JOBPULSE_KEEPALIVE_S` seconds.
+"""
+
+
+def _resume_point(header: str | None, query: str | None) -> int:
+    """The id to resume after: the header wins, since a browser reconnects to the URL it started with."""
+    raw = header if header is not None else query
+    if raw is None or raw.strip() == "":
+        return 0
+    text = raw.strip()
+    if not _EVENT_ID.fullmatch(text):
+        raise BadRequest(
+            400, f"Last-Event-ID must be an event id this server sent (digits), not {text[:40]!r}."
+        )
+    return int(text)
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="Stream a job's progress and status",
+    description=_STREAM_DOC,
+    responses={
+        200: {
+            "description": "`text/event-stream` until the job's terminal status event.",
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/StatusEvent"},
+                            {"$ref": "#/components/schemas/ProgressEvent"},
+                            {"$ref": "#/components/schemas/LostEvent"},
+                        ],
+                        "description": "The JSON in each event's `data:` line, by `event:` name.",
+                    }
+                }
+            },
+        },
+        204: {"description": "`Last-Event-ID` is the job's terminal event: nothing more will come."},
+        400: {"description": "Malformed `Last-Event-ID`, or one ahead of the job's history.", **_ERROR},
+        404: {"description": "No such job.", **_ERROR},
+        503: {"description": "Redis is unavailable; retry after `Retry-After` seconds.", **_ERROR},
+    },
+)
+async def stream_events(
+    job_id: str,
+    store: StoreDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[
+        str | None, Query(description="For clients that cannot set the `Last-Event-ID` header.")
+    ] = None,
+) -> Response:
+    after = _resume_point(last_event_id_header, last_event_id)
+    state = await load_job(store, job_id)
+    if after > state.last_event_id:
+        raise BadRequest(
+            400, f"Last-Event-ID {after} is ahead of this job's newest event ({state.last_event_id})."
+        )
+    if state.is_terminal and after >= state.last_event_id:
+        return Response(status_code=204, headers=SSE_HEADERS)
+    subscription = await hub.open(job_id, after)
+    return SubscriptionResponse(
+        hub, subscription, keepalive_s=settings.keepalive_s, retry_ms=settings.sse_retry_ms
+    )

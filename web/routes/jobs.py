@@ -1,0 +1,137 @@
+"""Submit, inspect and cancel jobs."""
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from jobpulse.ids import is_job_id, new_job_id
+from jobpulse.models import JobView, SubmitJob
+from jobpulse.status import JobStatus
+from jobpulse.store import JobNotFound, JobState, JobStore
+from jobpulse.tasks import TASK_PARAMS, TaskParams
+from web.deps import QueueDep, StoreDep
+from web.errors import BadRequest
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["jobs"])
+
+_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPError"}}}}
+
+
+def _validation_errors(exc: ValidationError, *prefix: str | int) -> list[dict[str, Any]]:
+    return [
+        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+async def _read_submission(request: Request) -> tuple[str, TaskParams]:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise BadRequest(415, f"Content-Type must be application/json, not {media_type or 'missing'!r}.")
+    body = await request.body()
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(400, f"The body is not valid JSON: {exc}") from None
+    try:
+        submission = SubmitJob.model_validate(payload)
+    except ValidationError as exc:
+        raise BadRequest(422, _validation_errors(exc, "body")) from None
+    params_model = TASK_PARAMS.get(submission.task)
+    if params_model is None:
+        known = ", ".join(sorted(TASK_PARAMS))
+        raise BadRequest(
+            422,
+            [
+                {
+                    "loc": ["body", "task"],
+                    "msg": f"Unknown task {submission.task!r}; registered tasks: {known}.",
+                    "type": "unknown_task",
+                }
+            ],
+        )
+    try:
+        params = params_model.model_validate(submission.params)
+    except ValidationError as exc:
+        raise BadRequest(422, _validation_errors(exc, "body", "params")) from None
+    return submission.task, params
+
+
+async def load_job(store: JobStore, job_id: str) -> JobState:
+    """The job's state; 404 for an unknown or malformed id alike, so ids cannot be probed."""
+    state = await store.get(job_id) if is_job_id(job_id) else None
+    if state is None:
+        raise JobNotFound(job_id)
+    return state
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobView,
+    summary="Submit a job",
+    responses={
+        202: {"description": "Queued. `Location` is the job's URL; `events_url` streams its progress."},
+        400: {"description": "Malformed JSON.", **_ERROR},
+        413: {"description": "Body larger than `JOBPULSE_MAX_BODY_BYTES`.", **_ERROR},
+        415: {"description": "Content-Type is not JSON.", **_ERROR},
+        422: {"description": "Unknown task, or params that do not fit the task's params model."},
+        503: {"description": "Redis is unavailable; retry after `Retry-After` seconds.", **_ERROR},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitJob"}}},
+        }
+    },
+)
+async def submit_job(request: Request, response: Response, store: StoreDep, queue: QueueDep) -> JobView:
+    """Validate `params` against the task's params model, record the job as `queued` and enqueue it."""
+    task, params = await _read_submission(request)
+    job_id = new_job_id()
+    params_json = params.model_dump(mode="json")
+    state = await store.create(job_id, task, params_json)
+    try:
+        await queue.enqueue(task, job_id, params_json)
+    except Exception as exc:
+        logger.exception("job %s: enqueue failed", job_id)
+        try:
+            await store.set_status(job_id, JobStatus.FAILED, attempt=0, error="could not be queued")
+        except RedisError:
+            pass
+        raise exc
+    response.headers["Location"] = f"/jobs/{job_id}"
+    return state.view()
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobView,
+    summary="Get a job's current state",
+    responses={404: {"description": "No such job (or its retention expired).", **_ERROR}},
+)
+async def get_job(job_id: str, store: StoreDep) -> JobView:
+    return (await load_job(store, job_id)).view()
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobView,
+    summary="Cancel a job",
+    responses={
+        404: {"description": "No such job.", **_ERROR},
+        409: {"description": "The job has already finished.", **_ERROR},
+    },
+)
+async def cancel_job(job_id: str, store: StoreDep, queue: QueueDep) -> JobView:
+    """A queued job never starts; a running one is aborted. Watchers get `cancelled` at once."""
+    state = await load_job(store, job_id)
+    await store.set_status(job_id, JobStatus.CANCELLED, attempt=state.attempt, error="cancelled by request")
+    await queue.abort(job_id)
+    return (await load_job(store, job_id)).view()

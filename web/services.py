@@ -1,0 +1,42 @@
+"""What one web process holds for its lifetime: settings, Redis, the store, the queue and the hub."""
+
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis
+from redis.asyncio import BlockingConnectionPool
+
+from jobpulse.settings import Settings
+from jobpulse.store import JobStore
+from web.hub import Hub
+from web.queue import JobQueue
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: ArqRedis
+    store: JobStore
+    queue: JobQueue
+    hub: Hub
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "Services":
+        # A fixed-size pool: the connection count stays constant however many clients are served.
+        # One connection is held by the hub's pub/sub reader; the rest serve commands.
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.redis_pool_size + 1,
+            timeout=10,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            health_check_interval=30,
+        )
+        redis = ArqRedis(connection_pool=pool)
+        store = JobStore(redis, settings)
+        hub = Hub(redis, store, max_buffered=settings.subscriber_buffer)
+        await hub.start()
+        return cls(settings, redis, store, JobQueue(redis, settings.queue_name), hub)
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.redis.aclose(close_connection_pool=True)

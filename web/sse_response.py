@@ -1,0 +1,57 @@
+"""The HTTP response that streams one subscription as Server-Sent Events.
+
+It subclasses FastAPI's `EventSourceResponse` for the media type and the OpenAPI marker, but drives the
+ASGI messages itself rather than through FastAPI's generator machinery: the bytes are already encoded
+once per event by the hub, the keep-alive interval is ours to configure, the first bytes go out at once,
+and the subscription is released in `finally` the moment the client disconnects.
+"""
+
+import asyncio
+
+from fastapi.sse import EventSourceResponse
+from starlette.types import Receive, Scope, Send
+
+from jobpulse.sse import encode_comment, encode_retry
+from web.hub import Hub
+from web.subscription import Subscription
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class SubscriptionResponse(EventSourceResponse):
+    def __init__(self, hub: Hub, subscription: Subscription, *, keepalive_s: float, retry_ms: int) -> None:
+        super().__init__(content=iter(()), headers=SSE_HEADERS)
+        self._hub = hub
+        self._subscription = subscription
+        self._keepalive_s = keepalive_s
+        self._retry_ms = retry_ms
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            writer = asyncio.ensure_future(self._write(send))
+            watcher = asyncio.ensure_future(_until_disconnect(receive))
+            try:
+                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (writer, watcher):
+                    task.cancel()
+                await asyncio.gather(writer, watcher, return_exceptions=True)
+            if writer.done() and not writer.cancelled() and (exc := writer.exception()) is not None:
+                if not isinstance(exc, OSError):  # a client that vanished mid-write is not an error
+                    raise exc
+        finally:
+            self._hub.release(self._subscription)
+
+    async def _write(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        opening = encode_retry(self._retry_ms) + encode_comment("connected")
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
+        keepalive = encode_comment("keep-alive")
+        while (chunk := await self._subscription.next_chunk(self._keepalive_s)) is not None:
+            await send({"type": "http.response.body", "body": chunk or keepalive, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,53 @@
+"""The arq worker configuration, built from our `Settings`."""
+
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from jobpulse.settings import Settings
+from jobpulse.store import JobStore
+from jobpulse.tasks import TASK_PARAMS
+from worker.lifecycle import STORE_KEY, lifecycle_task
+from worker.tasks import TASK_IMPLS
+
+# arq's own timeout only backs ours up: ours fires first and is reported as a failure.
+_ARQ_TIMEOUT_MARGIN_S = 30
+
+
+def _check_registry() -> None:
+    if set(TASK_IMPLS) != set(TASK_PARAMS):
+        raise RuntimeError(
+            "jobpulse.tasks.TASK_PARAMS and worker.tasks.TASK_IMPLS must name the same tasks; "
+            f"params only: {sorted(set(TASK_PARAMS) - set(TASK_IMPLS))}, "
+            f"implementations only: {sorted(set(TASK_IMPLS) - set(TASK_PARAMS))}"
+        )
+
+
+def build_worker_settings(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `arq.Worker`; arq's CLI accepts such a dict as worker settings."""
+    _check_registry()
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx[STORE_KEY] = JobStore(ctx["redis"], settings)
+
+    functions = [
+        func(
+            lifecycle_task(name, TASK_IMPLS[name], TASK_PARAMS[name], settings),  # type: ignore[arg-type]
+            name=name,
+            # We count attempts ourselves; arq must still call us once more so we can publish `failed`.
+            max_tries=settings.max_tries + 1,
+            timeout=settings.job_timeout_s + _ARQ_TIMEOUT_MARGIN_S,
+        )
+        for name in sorted(TASK_PARAMS)
+    ]
+    return {
+        "functions": functions,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.max_jobs,
+        "allow_abort_jobs": True,
+        "poll_delay": settings.worker_poll_delay_s,
+        "keep_result": 60,
+        "on_startup": on_startup,
+    }

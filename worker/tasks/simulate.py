@@ -1,0 +1,24 @@
+"""`simulate`: a task that only reports progress, for demos, tests and benchmarks."""
+
+import asyncio
+from typing import Any
+
+from jobpulse.tasks import SimulateParams
+from worker.progress import progress
+
+
+class SimulatedFailure(RuntimeError):
+    """The failure `fail_at` asks for."""
+
+
+async def simulate(ctx: dict[str, Any], params: SimulateParams) -> dict[str, int]:
+    if params.start_delay_ms:
+        await asyncio.sleep(params.start_delay_ms / 1000)
+    for step in range(1, params.steps + 1):
+        if step > 1 and params.interval_ms:
+            await asyncio.sleep(params.interval_ms / 1000)
+        if params.fail_at == step:
+            raise SimulatedFailure(f"simulated failure at step {step} of {params.steps}")
+        message = f"step {step}/{params.steps}"
+        await progress(ctx, 100 * step / params.steps, message, current=step, total=params.steps)
+    return {"steps": params.steps}
