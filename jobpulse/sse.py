@@ -32,5 +32,10 @@ def encode_comment(text: str = "") -> bytes:
 
 
 def encode_retry(milliseconds: int) -> bytes:
-    """The reconnection delay a client should use after the stream drops."""
-    return f"retry: {int(milliseconds)}\n\n".encode()
+    """A `retry:` field line, to put in front of an event's lines.
+
+    Sent inside the first event rather than as a block of its own: a block holding only `retry:` is not
+    an event by the spec, but several client libraries (httpx-sse among them) hand it to the application
+    as an event with empty data.
+    """
+    return f"retry: {int(milliseconds)}\n".encode()

@@ -104,7 +104,9 @@ class Subscription:
         finally:
             self._fetching = False
         prefix = b""
-        if events and events[0].id > self._tail + 1:
+        # A fresh subscriber (tail 0) simply starts at the oldest retained event; one that had events
+        # and asked for what follows them is told that some are gone.
+        if events and events[0].id > self._tail + 1 and self._tail > 0:
             prefix = await self._lost_signal(first_retained=events[0].id)
         for event in events:
             if event.id > self._tail:

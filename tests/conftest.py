@@ -1,0 +1,162 @@
+"""Fixtures: a private redis-server for the session, and a real stack (uvicorn + arq worker) per test.
+
+The Redis server is started by the session on a free port with its own data directory; the suite never
+talks to any other Redis and only flushes the database of the server it started.
+"""
+
+import asyncio
+import signal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from jobpulse.settings import Settings
+from stack.redis_server import RedisServer, free_port
+from web.app import create_app
+from web.services import Services
+from worker.settings import build_worker_settings
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url)
+    await client.flushdb()  # the server is this session's own
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer) -> Settings:
+    return Settings(
+        redis_url=redis_server.url,
+        queue_name=f"test:{uuid.uuid4().hex[:8]}",
+        worker_poll_delay_s=0.05,
+        keepalive_s=15,
+    )
+
+
+class WorkerProcess:
+    """An arq worker running in this event loop: real arq, real Redis, stoppable and restartable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker: Worker | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        kwargs: dict[str, Any] = build_worker_settings(self.settings)
+        self.worker = Worker(**kwargs, handle_signals=False)
+        self._task = asyncio.create_task(self.worker.async_run())
+
+    async def stop(self) -> None:
+        """Stop as arq does on SIGTERM: running jobs are cancelled (and re-queued by arq)."""
+        if self._task is not None and self.worker is not None:
+            self.worker.handle_sig(signal.SIGTERM)
+            await asyncio.gather(*self.worker.tasks.values(), self._task, return_exceptions=True)
+            await self.worker.pool.aclose()
+        self._task = None
+
+
+class WebServer:
+    """The web app served by a real uvicorn on a free port in this event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=10)
+            assert done, "uvicorn did not stop within 10 s"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    web: WebServer
+    worker: WorkerProcess
+    client: httpx.AsyncClient
+    redis: Redis
+
+    async def submit(self, task: str = "simulate", **params: Any) -> dict[str, Any]:
+        response = await self.client.post("/jobs", json={"task": task, "params": params})
+        assert response.status_code == 202, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+async def start_stack(settings: Settings, redis: Redis, *, with_worker: bool = True) -> Stack:
+    web = WebServer(settings)
+    await web.start()
+    worker = WorkerProcess(settings)
+    if with_worker:
+        await worker.start()
+    client = httpx.AsyncClient(
+        base_url=web.url,
+        timeout=httpx.Timeout(30),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
+    )
+    return Stack(settings, web, worker, client, redis)
+
+
+async def stop_stack(stack: Stack) -> None:
+    await stack.client.aclose()
+    await stack.worker.stop()
+    await stack.web.stop()
+
+
+@pytest.fixture
+async def stack(settings: Settings, redis: Redis) -> AsyncIterator[Stack]:
+    running = await start_stack(settings, redis)
+    try:
+        yield running
+    finally:
+        await stop_stack(running)

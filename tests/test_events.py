@@ -1,0 +1,267 @@
+"""`GET /jobs/{id}/events`: history, live events, resume, termination — against real Redis, arq and uvicorn."""
+
+import asyncio
+import json
+import random
+import socket
+import time
+
+import anyio
+import pytest
+
+from jobpulse import keys
+from jobpulse.settings import Settings
+from tests.conftest import Stack, start_stack, stop_stack
+from tests.sse import Event, ids, read_events
+
+pytestmark = pytest.mark.anyio
+
+
+def assert_complete(events: list[Event]) -> None:
+    """Ids 1..N without gap or duplicate, one terminal event, and it is the last."""
+    assert ids(events) == list(range(1, len(events) + 1))
+    assert [event.is_terminal for event in events].count(True) == 1
+    assert events[-1].is_terminal
+
+
+async def test_stream_carries_status_and_progress_fields(stack: Stack) -> None:
+    job = await stack.submit(steps=4, interval_ms=20)
+    events = await read_events(stack.client, job["id"])
+    assert_complete(events)
+    assert [e.data["status"] for e in events if e.event == "status"] == ["queued", "running", "succeeded"]
+    progress = [e for e in events if e.event == "progress"]
+    assert progress[-1].data["progress"] == 100
+    for event in events:
+        assert event.data["job_id"] == job["id"]
+        assert abs(event.data["ts"] - time.time()) < 60
+    first = progress[0].data
+    assert {"progress", "message", "current", "total"} <= first.keys()
+    assert first["current"] == 1 and first["total"] == 4
+    succeeded = events[-1].data
+    assert succeeded["attempt"] == 1
+    assert succeeded["result"] == {"steps": 4}
+
+
+async def test_many_jobs_many_subscribers_see_identical_gap_free_histories(
+    settings: Settings, redis: object
+) -> None:
+    """5 jobs x 12 subscribers joining before, during and after the run all get the same full history."""
+    settings = settings.model_copy(update={"progress_interval_ms": 0, "max_jobs": 10})
+    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
+    try:
+        jobs = [await stack.submit(steps=40, interval_ms=5, start_delay_ms=200) for _ in range(5)]
+        rng = random.Random(7)
+
+        async def late_reader(job_id: str) -> list[Event]:
+            await asyncio.sleep(rng.uniform(0, 0.8))
+            return await read_events(stack.client, job_id)
+
+        tasks = {job["id"]: [asyncio.create_task(late_reader(job["id"])) for _ in range(12)] for job in jobs}
+        for job_id, readers in tasks.items():
+            histories = await asyncio.gather(*readers)
+            for history in histories:
+                assert_complete(history)
+                assert history == histories[0]
+            assert len(histories[0]) == 43  # queued, running, 40 progress, succeeded
+            stored = await stack.web.services.store.read_events(job_id, 0, 1000)
+            assert [json.loads(e.data) for e in stored] == [e.data for e in histories[0]]
+    finally:
+        await stop_stack(stack)
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+async def test_resume_from_the_middle_gets_exactly_the_rest(stack: Stack, how: str) -> None:
+    job = await stack.submit(steps=30, interval_ms=20)
+    first = await read_events(stack.client, job["id"], limit=5)
+    resume_at = first[-1].id
+    if how == "header":
+        rest = await read_events(stack.client, job["id"], last_event_id=resume_at)
+    else:
+        rest = await read_events(stack.client, job["id"], query=f"?last_event_id={resume_at}")
+    assert_complete(first + rest)
+    everything = await read_events(stack.client, job["id"])
+    assert first + rest == everything
+
+
+async def test_header_wins_over_query_parameter(stack: Stack) -> None:
+    """A browser reconnects to the URL it started with, sending its newest id in the header."""
+    job = await stack.submit(steps=3, interval_ms=0)
+    everything = await read_events(stack.client, job["id"])
+    rest = await read_events(stack.client, job["id"], last_event_id="3", query="?last_event_id=1")
+    assert rest == everything[3:]
+
+
+async def test_late_subscriber_of_finished_job_gets_history_and_stream_closes(stack: Stack) -> None:
+    job = await stack.submit(steps=5, interval_ms=0)
+    await read_events(stack.client, job["id"])
+    started = time.monotonic()
+    events = await read_events(stack.client, job["id"], deadline_s=5)
+    assert time.monotonic() - started < 2
+    assert_complete(events)
+
+
+async def test_reconnect_after_terminal_event_gets_204(stack: Stack) -> None:
+    job = await stack.submit(steps=2, interval_ms=0)
+    events = await read_events(stack.client, job["id"])
+    response = await stack.client.get(
+        f"/jobs/{job['id']}/events", headers={"Last-Event-ID": events[-1].id}
+    )
+    assert response.status_code == 204
+    assert response.content == b""
+    response = await stack.client.get(f"/jobs/{job['id']}/events?last_event_id={events[-1].id}")
+    assert response.status_code == 204
+
+
+async def test_resume_before_retained_history_signals_lost_events(settings: Settings, redis: object) -> None:
+    settings = settings.model_copy(update={"stream_maxlen": 10, "progress_interval_ms": 0})
+    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
+    try:
+        job = await stack.submit(steps=30, interval_ms=0)
+        with anyio.fail_after(10):
+            while (await stack.job(job["id"]))["status"] != "succeeded":
+                await anyio.sleep(0.05)
+        events = await read_events(stack.client, job["id"])
+        assert ids(events)[0] == 24  # only the newest 10 of 33 events are retained
+        resumed = await read_events(stack.client, job["id"], last_event_id="2")
+        lost, rest = resumed[0], resumed[1:]
+        assert lost.event == "lost" and lost.id == ""
+        assert lost.data["last_event_id"] == 2
+        assert lost.data["first_retained_id"] == 24
+        assert lost.data["job"]["status"] == "succeeded"
+        assert rest == events
+    finally:
+        await stop_stack(stack)
+
+
+async def test_stream_headers_opening_comment_and_keepalive(settings: Settings, redis: object) -> None:
+    settings = settings.model_copy(update={"keepalive_s": 0.3, "sse_retry_ms": 1234})
+    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
+    try:
+        job = await stack.submit(steps=1, interval_ms=0, start_delay_ms=60_000)
+        async with stack.client.stream("GET", f"/jobs/{job['id']}/events") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["cache-control"] == "no-cache"
+            assert response.headers["x-accel-buffering"] == "no"
+            received = b""
+            with anyio.fail_after(5):
+                async for chunk in response.aiter_bytes():
+                    received += chunk
+                    if received.count(b": keep-alive") >= 2:
+                        break
+        assert received.startswith(b": connected\n\n")
+        assert b"retry: 1234\nid: 1\nevent: status\n" in received
+    finally:
+        await stop_stack(stack)
+
+
+async def test_opening_bytes_arrive_before_any_event(stack: Stack) -> None:
+    """A client resuming at the newest event of a waiting job still gets bytes at once."""
+    job = await stack.submit(steps=1, interval_ms=0, start_delay_ms=60_000)
+    await anyio.sleep(0.3)  # let it start: `running` is event 2
+    state = await stack.job(job["id"])
+    headers = {"Last-Event-ID": str(state["last_event_id"])}
+    async with stack.client.stream("GET", f"/jobs/{job['id']}/events", headers=headers) as response:
+        with anyio.fail_after(2):
+            first = await response.aiter_bytes().__anext__()
+    assert first == b": connected\n\n"
+
+
+async def test_unknown_job_stream_is_404_json(stack: Stack) -> None:
+    response = await stack.client.get("/jobs/AAAAAAAAAAAAAAAAAAAAAA/events")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert "No job" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "1.5", "0-5", "9" * 30, "1 2", "１"])
+async def test_malformed_last_event_id_is_400(stack: Stack, bad: str) -> None:
+    job = await stack.submit(steps=1, interval_ms=0)
+    response = await stack.client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": bad.encode()})
+    assert response.status_code == 400, response.text
+    assert "Last-Event-ID" in response.json()["detail"]
+    response = await stack.client.get(f"/jobs/{job['id']}/events", params={"last_event_id": bad})
+    assert response.status_code == 400
+
+
+async def test_last_event_id_ahead_of_history_is_400(stack: Stack) -> None:
+    job = await stack.submit(steps=1, interval_ms=0, start_delay_ms=60_000)
+    response = await stack.client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": "99"})
+    assert response.status_code == 400
+    assert "ahead" in response.json()["detail"]
+
+
+async def test_empty_last_event_id_means_from_the_start(stack: Stack) -> None:
+    job = await stack.submit(steps=2, interval_ms=0)
+    events = await read_events(stack.client, job["id"], last_event_id="")
+    assert_complete(events)
+
+
+async def test_disconnecting_client_is_released_at_once(stack: Stack) -> None:
+    job = await stack.submit(steps=1, interval_ms=0, start_delay_ms=60_000)
+    hub = stack.web.services.hub
+    channel = keys.live_channel(job["id"])
+    async with stack.client.stream("GET", f"/jobs/{job['id']}/events") as response:
+        await response.aiter_bytes().__anext__()
+        assert hub.subscription_count == 1
+        assert (await stack.redis.pubsub_numsub(channel))[0][1] == 1
+    with anyio.fail_after(3):
+        while hub.subscription_count or (await stack.redis.pubsub_numsub(channel))[0][1]:
+            await anyio.sleep(0.02)
+    assert hub.channel_count == 0
+
+
+async def test_slow_reader_neither_blocks_others_nor_loses_events(settings: Settings, redis: object) -> None:
+    """A client that stops reading keeps bounded memory in the hub, and still gets everything later."""
+    settings = settings.model_copy(update={"progress_interval_ms": 0, "subscriber_buffer": 16})
+    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
+    try:
+        job = await stack.submit(steps=20_000, interval_ms=0, start_delay_ms=500)
+        path = f"/jobs/{job['id']}/events"
+        # A raw connection with a tiny receive buffer that reads the headers and then stops reading.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", stack.web.port))
+        slow_reader, slow_writer = await asyncio.open_connection(sock=sock, limit=4096)
+        slow_writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await slow_reader.readuntil(b"\r\n\r\n")
+        fast = await read_events(stack.client, job["id"], deadline_s=60)
+        assert_complete(fast)
+        assert len(fast) == 20_003
+        hub = stack.web.services.hub
+        with anyio.fail_after(3):
+            while hub.subscription_count > 1:  # the fast client's is released as its stream ends
+                await anyio.sleep(0.01)
+        (slow_subscription,) = [s for c in hub._channels.values() for s in c.subscriptions]
+        assert len(slow_subscription._queue) <= 16 and len(slow_subscription._early) <= 16
+        assert slow_subscription._tail < 20_003, "the slow client was not actually held back"
+        # Now the slow client reads: it gets the whole history, in order, re-read from Redis.
+        received = b""
+        with anyio.fail_after(20):
+            while b'"status":"succeeded"' not in received:
+                chunk = await slow_reader.read(65536)
+                assert chunk, "stream closed early"
+                received += chunk
+        slow_writer.close()
+        slow_ids = [int(line[4:]) for line in received.split(b"\n") if line.startswith(b"id: ")]
+        assert slow_ids == list(range(1, 20_004))
+    finally:
+        await stop_stack(stack)
+
+
+async def test_hub_survives_pubsub_connection_kill_without_gap(settings: Settings, redis: object) -> None:
+    settings = settings.model_copy(update={"progress_interval_ms": 0})
+    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
+    try:
+        job = await stack.submit(steps=200, interval_ms=5, start_delay_ms=300)
+        reader = asyncio.create_task(read_events(stack.client, job["id"]))
+        await anyio.sleep(0.6)
+        killed = await stack.redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        assert killed >= 1
+        events = await reader
+        assert_complete(events)
+        assert len(events) == 203
+        assert stack.web.services.hub.reconnects >= 1
+    finally:
+        await stop_stack(stack)
