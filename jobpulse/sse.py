@@ -27,8 +27,12 @@ def encode_event(data: str, *, event: str | None = None, event_id: str | None = 
 
 
 def encode_comment(text: str = "") -> bytes:
-    """A comment: ignored by clients, but keeps proxies and load balancers from timing the stream out."""
-    return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode() + b"\n"
+    """Comment lines: ignored by clients, but they keep proxies and load balancers from timing out.
+
+    No blank line follows them. The spec would not dispatch an event for a comment-only block, but
+    several client libraries (httpx-sse among them) do, as an empty `message`, once an id has been seen.
+    """
+    return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode()
 
 
 def encode_retry(milliseconds: int) -> bytes:

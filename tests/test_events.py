@@ -103,9 +103,7 @@ async def test_late_subscriber_of_finished_job_gets_history_and_stream_closes(st
 async def test_reconnect_after_terminal_event_gets_204(stack: Stack) -> None:
     job = await stack.submit(steps=2, interval_ms=0)
     events = await read_events(stack.client, job["id"])
-    response = await stack.client.get(
-        f"/jobs/{job['id']}/events", headers={"Last-Event-ID": events[-1].id}
-    )
+    response = await stack.client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": events[-1].id})
     assert response.status_code == 204
     assert response.content == b""
     response = await stack.client.get(f"/jobs/{job['id']}/events?last_event_id={events[-1].id}")
@@ -149,7 +147,7 @@ async def test_stream_headers_opening_comment_and_keepalive(settings: Settings, 
                     received += chunk
                     if received.count(b": keep-alive") >= 2:
                         break
-        assert received.startswith(b": connected\n\n")
+        assert received.startswith(b": connected\n")
         assert b"retry: 1234\nid: 1\nevent: status\n" in received
     finally:
         await stop_stack(stack)
@@ -164,7 +162,7 @@ async def test_opening_bytes_arrive_before_any_event(stack: Stack) -> None:
     async with stack.client.stream("GET", f"/jobs/{job['id']}/events", headers=headers) as response:
         with anyio.fail_after(2):
             first = await response.aiter_bytes().__anext__()
-    assert first == b": connected\n\n"
+    assert first == b": connected\n"
 
 
 async def test_unknown_job_stream_is_404_json(stack: Stack) -> None:
