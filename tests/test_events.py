@@ -263,3 +263,16 @@ async def test_hub_survives_pubsub_connection_kill_without_gap(settings: Setting
         assert stack.web.services.hub.reconnects >= 1
     finally:
         await stop_stack(stack)
+
+
+async def test_keepalives_never_reach_a_client_library_as_events(settings: Settings, redis: object) -> None:
+    """Regression: comment blocks ending in a blank line surfaced in httpx-sse as empty `message` events."""
+    settings = settings.model_copy(update={"keepalive_s": 0.1})
+    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
+    try:
+        job = await stack.submit(steps=3, interval_ms=300, start_delay_ms=500)
+        events = await read_events(stack.client, job["id"])
+        assert_complete(events)
+        assert {event.event for event in events} == {"status", "progress"}
+    finally:
+        await stop_stack(stack)

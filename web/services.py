@@ -11,6 +11,10 @@ from web.hub import Hub
 from web.queue import JobQueue
 
 
+# Shown by `CLIENT LIST`, so operators (and tests) can count the web processes' connections.
+WEB_CLIENT_NAME = "jobpulse-web"
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -30,6 +34,7 @@ class Services:
             socket_connect_timeout=5,
             socket_keepalive=True,
             health_check_interval=30,
+            client_name=WEB_CLIENT_NAME,
         )
         redis = ArqRedis(connection_pool=pool)
         store = JobStore(redis, settings)
