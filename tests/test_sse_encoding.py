@@ -48,4 +48,4 @@ def test_comments_are_invisible_and_retry_joins_the_next_event() -> None:
 )
 def test_single_line_fields_reject_line_breaks(field: str, value: str) -> None:
     with pytest.raises(ValueError, match="single line"):
-        encode_event("x", **{field: value})  # type: ignore[arg-type]
+        encode_event("x", **{field: value})

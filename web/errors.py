@@ -4,11 +4,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from jobpulse.store import JobAlreadyFinished, JobNotFound
 from web.hub import HubUnavailable
+from web.queue import EnqueueFailed
 
 RETRY_AFTER_S = "2"
 
@@ -39,14 +39,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(409, f"{exc} Only queued or running jobs can be cancelled.")
 
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # Any Redis failure (down, timed out, out of memory, read-only replica) is the store being
+        # unavailable to this request, not a bug in it: the client should retry.
         return _error(
             503,
-            f"Redis is unavailable ({type(exc).__name__}); retry shortly.",
+            f"Redis is unavailable ({type(exc).__name__}: {exc}); retry shortly.",
             {"Retry-After": RETRY_AFTER_S},
         )
 
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(JobNotFound, not_found)
     app.add_exception_handler(JobAlreadyFinished, finished)
-    for redis_down in (RedisConnectionError, RedisTimeoutError, HubUnavailable):
+    for redis_down in (RedisError, HubUnavailable, EnqueueFailed):
         app.add_exception_handler(redis_down, unavailable)

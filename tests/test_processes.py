@@ -1,0 +1,119 @@
+"""End to end through the real entry points, with processes stopped and restarted mid-job."""
+
+import asyncio
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from stack.redis_server import RedisServer
+from tests.processes import Process, process_env, wait_until_serving, web_process, worker_process
+from tests.sse import Event, ids, read_events
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+@pytest.fixture
+def env(redis_server: RedisServer) -> dict[str, str]:
+    return process_env(
+        redis_server.url,
+        JOBPULSE_QUEUE_NAME=f"e2e:{uuid.uuid4().hex[:8]}",
+        JOBPULSE_PROGRESS_INTERVAL_MS="0",
+        JOBPULSE_WORKER_POLL_DELAY_S="0.05",
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+async def test_submit_and_stream_through_the_real_entry_points(
+    env: dict[str, str], processes: list[Process], tmp_path: Path
+) -> None:
+    processes.append(worker_process(env, tmp_path / "worker.log").start())
+    web, url = web_process(env, tmp_path / "web.log")
+    processes.append(web.start())
+    wait_until_serving(url, web)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post(
+            "/jobs", json={"task": "simulate", "params": {"steps": 10, "interval_ms": 10}}
+        )
+        assert response.status_code == 202
+        events = await read_events(client, response.json()["id"])
+    assert ids(events) == list(range(1, 14))
+    assert events[-1].data == {**events[-1].data, "status": "succeeded", "result": {"steps": 10}}
+
+
+def statuses(events: list[Event]) -> list[tuple[str, int]]:
+    return [(e.data["status"], e.data["attempt"]) for e in events if e.event == "status"]
+
+
+async def test_worker_sigterm_mid_job_retries_on_another_worker(
+    env: dict[str, str], processes: list[Process], tmp_path: Path
+) -> None:
+    first = worker_process(env, tmp_path / "worker1.log").start()
+    processes.append(first)
+    web, url = web_process(env, tmp_path / "web.log")
+    processes.append(web.start())
+    wait_until_serving(url, web)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post(
+            "/jobs", json={"task": "simulate", "params": {"steps": 30, "interval_ms": 50}}
+        )
+        job_id = response.json()["id"]
+        reader = asyncio.create_task(read_events(client, job_id, deadline_s=60))
+        with anyio.fail_after(10):
+            while (await client.get(f"/jobs/{job_id}")).json()["progress"] < 20:
+                await anyio.sleep(0.05)
+        first.signal(signal.SIGTERM)
+        assert first.wait(10) == 0, first.output()
+        with anyio.fail_after(5):
+            while (await client.get(f"/jobs/{job_id}")).json()["status"] != "retrying":
+                await anyio.sleep(0.05)
+        processes.append(worker_process(env, tmp_path / "worker2.log").start())
+        events = await reader
+    assert ids(events) == list(range(1, len(events) + 1))
+    assert statuses(events) == [
+        ("queued", 0),
+        ("running", 1),
+        ("retrying", 1),
+        ("running", 2),
+        ("succeeded", 2),
+    ]
+    restart = next(
+        i for i, e in enumerate(events) if e.data.get("status") == "running" and e.data["attempt"] == 2
+    )
+    progress_after = [e.data["progress"] for e in events[restart:] if e.event == "progress"]
+    assert progress_after[0] < 20 and progress_after[-1] == 100  # visibly restarted, then finished
+
+
+async def test_web_restart_mid_stream_resumes_without_gap_or_duplicate(
+    env: dict[str, str], processes: list[Process], tmp_path: Path
+) -> None:
+    processes.append(worker_process(env, tmp_path / "worker.log").start())
+    web, url = web_process(env, tmp_path / "web1.log")
+    processes.append(web.start())
+    wait_until_serving(url, web)
+    port = int(url.rsplit(":", 1)[1])
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post(
+            "/jobs", json={"task": "simulate", "params": {"steps": 60, "interval_ms": 50}}
+        )
+        job_id = response.json()["id"]
+        before = await read_events(client, job_id, limit=15)
+        web.stop()
+        again, _ = web_process(env, tmp_path / "web2.log", port=port)
+        processes.append(again.start())
+        wait_until_serving(url, again)
+        after = await read_events(client, job_id, last_event_id=before[-1].id)
+    events = before + after
+    assert ids(events) == list(range(1, len(events) + 1))
+    assert events[-1].data["status"] == "succeeded"
