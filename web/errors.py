@@ -12,6 +12,9 @@ from web.queue import EnqueueFailed
 
 RETRY_AFTER_S = "2"
 
+# How routes document their error answers in OpenAPI: `{"detail": ...}`, see `HTTPError` in web.app.
+ERROR_BODY = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPError"}}}}
+
 
 class BadRequest(Exception):
     """A request that cannot be understood: answered with `status` and `detail`."""

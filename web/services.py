@@ -10,7 +10,6 @@ from jobpulse.store import JobStore
 from web.hub import Hub
 from web.queue import JobQueue
 
-
 # Shown by `CLIENT LIST`, so operators (and tests) can count the web processes' connections.
 WEB_CLIENT_NAME = "jobpulse-web"
 

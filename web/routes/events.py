@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from web.deps import HubDep, SettingsDep, StoreDep
-from web.errors import BadRequest
-from web.routes.jobs import _ERROR, load_job
+from web.errors import ERROR_BODY, BadRequest
+from web.routes.jobs import load_job
 from web.sse_response import SSE_HEADERS, SubscriptionResponse
 
 router = APIRouter(tags=["events"])
@@ -62,9 +62,9 @@ def _resume_point(header: str | None, query: str | None) -> int:
             },
         },
         204: {"description": "`Last-Event-ID` is the job's terminal event: nothing more will come."},
-        400: {"description": "Malformed `Last-Event-ID`, or one ahead of the job's history.", **_ERROR},
-        404: {"description": "No such job.", **_ERROR},
-        503: {"description": "Redis is unavailable; retry after `Retry-After` seconds.", **_ERROR},
+        400: {"description": "Malformed `Last-Event-ID`, or one ahead of the job's history.", **ERROR_BODY},
+        404: {"description": "No such job.", **ERROR_BODY},
+        503: {"description": "Redis is unavailable; retry after `Retry-After` seconds.", **ERROR_BODY},
     },
 )
 async def stream_events(

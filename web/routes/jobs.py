@@ -14,13 +14,11 @@ from jobpulse.status import JobStatus
 from jobpulse.store import JobNotFound, JobState, JobStore
 from jobpulse.tasks import TASK_PARAMS, TaskParams
 from web.deps import QueueDep, StoreDep
-from web.errors import BadRequest
+from web.errors import ERROR_BODY, BadRequest
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["jobs"])
-
-_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPError"}}}}
 
 
 def _validation_errors(exc: ValidationError, *prefix: str | int) -> list[dict[str, Any]]:
@@ -78,11 +76,11 @@ async def load_job(store: JobStore, job_id: str) -> JobState:
     summary="Submit a job",
     responses={
         202: {"description": "Queued. `Location` is the job's URL; `events_url` streams its progress."},
-        400: {"description": "Malformed JSON.", **_ERROR},
-        413: {"description": "Body larger than `JOBPULSE_MAX_BODY_BYTES`.", **_ERROR},
-        415: {"description": "Content-Type is not JSON.", **_ERROR},
+        400: {"description": "Malformed JSON.", **ERROR_BODY},
+        413: {"description": "Body larger than `JOBPULSE_MAX_BODY_BYTES`.", **ERROR_BODY},
+        415: {"description": "Content-Type is not JSON.", **ERROR_BODY},
         422: {"description": "Unknown task, or params that do not fit the task's params model."},
-        503: {"description": "Redis is unavailable; retry after `Retry-After` seconds.", **_ERROR},
+        503: {"description": "Redis is unavailable; retry after `Retry-After` seconds.", **ERROR_BODY},
     },
     openapi_extra={
         "requestBody": {
@@ -114,7 +112,7 @@ async def submit_job(request: Request, response: Response, store: StoreDep, queu
     "/jobs/{job_id}",
     response_model=JobView,
     summary="Get a job's current state",
-    responses={404: {"description": "No such job (or its retention expired).", **_ERROR}},
+    responses={404: {"description": "No such job (or its retention expired).", **ERROR_BODY}},
 )
 async def get_job(job_id: str, store: StoreDep) -> JobView:
     return (await load_job(store, job_id)).view()
@@ -125,8 +123,8 @@ async def get_job(job_id: str, store: StoreDep) -> JobView:
     response_model=JobView,
     summary="Cancel a job",
     responses={
-        404: {"description": "No such job.", **_ERROR},
-        409: {"description": "The job has already finished.", **_ERROR},
+        404: {"description": "No such job.", **ERROR_BODY},
+        409: {"description": "The job has already finished.", **ERROR_BODY},
     },
 )
 async def cancel_job(job_id: str, store: StoreDep, queue: QueueDep) -> JobView:
