@@ -5,7 +5,7 @@ everything else is ``JOBPULSE_``-prefixed. Build it where the process starts (ap
 never at import time, so tests can pass their own.
 """
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,7 +14,7 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        validation_alias=AliasChoices("REDIS_URL", "JOBPULSE_REDIS_URL"),
+        validation_alias="REDIS_URL",
         description="Redis for the queue, the event streams and the job state.",
     )
     queue_name: str = Field(default="arq:queue", description="arq queue that jobs are enqueued on.")

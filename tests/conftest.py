@@ -21,6 +21,7 @@ from jobpulse.settings import Settings
 from stack.redis_server import RedisServer, free_port
 from web.app import create_app
 from web.services import Services
+from worker.lifecycle import STORE_KEY
 from worker.settings import build_worker_settings
 
 
@@ -65,6 +66,10 @@ class WorkerProcess:
         kwargs: dict[str, Any] = build_worker_settings(self.settings)
         self.worker = Worker(**kwargs, handle_signals=False)
         self._task = asyncio.create_task(self.worker.async_run())
+        while STORE_KEY not in self.worker.ctx:  # connected, and on_startup has run
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.005)
 
     async def stop(self) -> None:
         """Stop as arq does on SIGTERM: running jobs are cancelled (and re-queued by arq)."""

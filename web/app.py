@@ -63,7 +63,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=f"Submit background jobs; stream their progress as Server-Sent Events. Tasks: {tasks}.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
     app.include_router(jobs.router)

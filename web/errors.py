@@ -50,8 +50,14 @@ def install_error_handlers(app: FastAPI) -> None:
             {"Retry-After": RETRY_AFTER_S},
         )
 
+    async def not_queued(_: Request, exc: Exception) -> JSONResponse:
+        return _error(
+            503, f"The job could not be queued ({exc}); submit it again.", {"Retry-After": RETRY_AFTER_S}
+        )
+
     app.add_exception_handler(BadRequest, bad_request)
+    app.add_exception_handler(EnqueueFailed, not_queued)
     app.add_exception_handler(JobNotFound, not_found)
     app.add_exception_handler(JobAlreadyFinished, finished)
-    for redis_down in (RedisError, HubUnavailable, EnqueueFailed):
+    for redis_down in (RedisError, HubUnavailable):
         app.add_exception_handler(redis_down, unavailable)

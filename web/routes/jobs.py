@@ -13,7 +13,7 @@ from jobpulse.models import JobView, SubmitJob
 from jobpulse.status import JobStatus
 from jobpulse.store import JobNotFound, JobState, JobStore
 from jobpulse.tasks import TASK_PARAMS, TaskParams
-from web.deps import QueueDep, StoreDep
+from web.deps import QueueDep, SettingsDep, StoreDep
 from web.errors import ERROR_BODY, BadRequest
 
 logger = logging.getLogger(__name__)
@@ -28,11 +28,29 @@ def _validation_errors(exc: ValidationError, *prefix: str | int) -> list[dict[st
     ]
 
 
-async def _read_submission(request: Request) -> tuple[str, TaskParams]:
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a JSON 413 as soon as it is known to exceed `limit` bytes.
+
+    Done here rather than with FastAPI's `max_body_size`, whose 413 is plain text whenever the client
+    sent a Content-Length, unlike every other error this API answers.
+    """
+    too_large = BadRequest(413, f"The body exceeds {limit} bytes (JOBPULSE_MAX_BODY_BYTES).")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def _read_submission(request: Request, limit: int) -> tuple[str, TaskParams]:
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise BadRequest(415, f"Content-Type must be application/json, not {media_type or 'missing'!r}.")
-    body = await request.body()
+    body = await _read_body(request, limit)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -89,9 +107,11 @@ async def load_job(store: JobStore, job_id: str) -> JobState:
         }
     },
 )
-async def submit_job(request: Request, response: Response, store: StoreDep, queue: QueueDep) -> JobView:
+async def submit_job(
+    request: Request, response: Response, store: StoreDep, queue: QueueDep, settings: SettingsDep
+) -> JobView:
     """Validate `params` against the task's params model, record the job as `queued` and enqueue it."""
-    task, params = await _read_submission(request)
+    task, params = await _read_submission(request, settings.max_body_bytes)
     job_id = new_job_id()
     params_json = params.model_dump(mode="json")
     state = await store.create(job_id, task, params_json)

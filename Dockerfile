@@ -1,0 +1,25 @@
+# One image for the web app and the worker; docker-compose.yml picks the command for each.
+#   docker build -t jobpulse .
+#   docker run -e REDIS_URL=redis://host:6379/0 -p 8000:8000 jobpulse                # web
+#   docker run -e REDIS_URL=redis://host:6379/0 jobpulse arq worker.WorkerSettings     # worker
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin jobpulse
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY jobpulse ./jobpulse
+COPY web ./web
+COPY worker ./worker
+COPY stack ./stack
+RUN pip install --no-cache-dir . && rm -rf build *.egg-info
+
+USER jobpulse
+EXPOSE 8000
+CMD ["uvicorn", "web.app:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "5"]
