@@ -13,6 +13,7 @@ from jobpulse import keys
 from jobpulse.settings import Settings
 from tests.conftest import Stack, start_stack, stop_stack
 from tests.sse import Event, ids, read_events
+from web.services import WEB_CLIENT_NAME
 
 pytestmark = pytest.mark.anyio
 
@@ -255,8 +256,12 @@ async def test_hub_survives_pubsub_connection_kill_without_gap(settings: Setting
         job = await stack.submit(steps=200, interval_ms=5, start_delay_ms=300)
         reader = asyncio.create_task(read_events(stack.client, job["id"]))
         await anyio.sleep(0.6)
-        killed = await stack.redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
-        assert killed >= 1
+        (hub_connection,) = [
+            client
+            for client in await stack.redis.client_list()
+            if client.get("name") == WEB_CLIENT_NAME and int(client["sub"]) > 0
+        ]
+        assert await stack.redis.client_kill_filter(_id=hub_connection["id"]) == 1
         events = await reader
         assert_complete(events)
         assert len(events) == 203
