@@ -59,17 +59,9 @@ def worker_process(env: dict[str, str], log: Path) -> Process:
 
 
 def web_process(env: dict[str, str], log: Path, port: int | None = None) -> tuple[Process, str]:
+    """`uvicorn web.app:app` exactly as the README starts it: no graceful-shutdown timeout."""
     port = port or free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "web.app:app",
-        "--port",
-        str(port),
-        "--timeout-graceful-shutdown",
-        "2",
-    ]
+    args = [sys.executable, "-m", "uvicorn", "web.app:app", "--port", str(port)]
     return Process(args, env, log), f"http://127.0.0.1:{port}"
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,35 @@ async def test_web_restart_mid_stream_resumes_without_gap_or_duplicate(
     events = before + after
     assert ids(events) == list(range(1, len(events) + 1))
     assert events[-1].data["status"] == "succeeded"
+
+
+async def test_web_sigterm_ends_open_streams_at_once_with_a_retry_hint(
+    env: dict[str, str], processes: list[Process], tmp_path: Path
+) -> None:
+    """Regression: uvicorn waited for ever for open SSE streams after SIGTERM."""
+    processes.append(worker_process(env, tmp_path / "worker.log").start())
+    web, url = web_process(env, tmp_path / "web.log")
+    processes.append(web.start())
+    wait_until_serving(url, web)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post(
+            "/jobs", json={"task": "simulate", "params": {"steps": 100, "interval_ms": 100}}
+        )
+        job_id = response.json()["id"]
+        received = b""
+        async with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+            chunks = stream.aiter_bytes()
+            while b"event: progress" not in received:
+                received += await chunks.__anext__()
+            web.signal(signal.SIGTERM)
+            started = time.monotonic()
+            with anyio.fail_after(5):
+                async for chunk in chunks:
+                    received += chunk
+            closed_after = time.monotonic() - started
+    assert closed_after < 2
+    assert received.endswith(b"retry: 250\n")
+    # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is "killed by SIGTERM".
+    assert web.wait(10) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in web.output()
+    assert b"succeeded" not in received

@@ -14,6 +14,7 @@ from jobpulse.tasks import TASK_PARAMS
 from web.errors import install_error_handlers
 from web.routes import events, jobs
 from web.services import Services
+from web.shutdown import on_stop_signal
 
 
 class HTTPError(BaseModel):
@@ -53,7 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = await Services.start(settings)
         app.state.services = services
         try:
-            yield
+            with on_stop_signal(services.hub.close_streams):
+                yield
         finally:
             await services.stop()
 

@@ -55,6 +55,7 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.reconnects = 0
+        self._closing = False
 
     @property
     def subscription_count(self) -> int:
@@ -67,11 +68,16 @@ class Hub:
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="jobpulse-hub")
 
-    async def stop(self) -> None:
-        """End every open stream and release the connection."""
+    def close_streams(self) -> None:
+        """End every open stream now and refuse new ones: the process is about to stop."""
+        self._closing = True
         for channel in self._channels.values():
             for subscription in channel.subscriptions:
                 subscription.close()
+
+    async def stop(self) -> None:
+        """End every open stream and release the connection."""
+        self.close_streams()
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -83,6 +89,8 @@ class Hub:
         The live channel is confirmed subscribed before the subscription reads any history, so an event
         published during catch-up is either in what it reads or announced to it afterwards.
         """
+        if self._closing:
+            raise HubUnavailable("this web process is shutting down")
         subscription = Subscription(job_id, after, self._source, self._max_buffered)
         name = keys.live_channel(job_id).encode()
         channel = self._channels.get(name)

@@ -17,6 +17,9 @@ from web.subscription import Subscription
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
+# The reconnection delay suggested to clients whose stream ends because this process is stopping.
+RECONNECT_SOON_MS = 250
+
 
 class SubscriptionResponse(EventSourceResponse):
     def __init__(self, hub: Hub, subscription: Subscription, *, keepalive_s: float, retry_ms: int) -> None:
@@ -54,7 +57,9 @@ class SubscriptionResponse(EventSourceResponse):
             else:
                 body = keepalive
             await send({"type": "http.response.body", "body": body, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # Cut short by a shutdown: reconnect soon (the `retry:` line takes effect as soon as it is read).
+        ending = encode_retry(RECONNECT_SOON_MS) if not self._subscription.finished else b""
+        await send({"type": "http.response.body", "body": ending, "more_body": False})
 
 
 async def _until_disconnect(receive: Receive) -> None:
