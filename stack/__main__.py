@@ -1,4 +1,9 @@
-"""`python -m stack`: Redis (private unless REDIS_URL is set), an arq worker and the web app, till Ctrl-C."""
+"""`python -m stack`: Redis (private unless REDIS_URL is set), an arq worker and the web app, till Ctrl-C.
+
+A small supervisor for trying jobpulse on one machine: a child that dies is started again (the arq worker
+exits when it loses Redis), unless it keeps dying right after its start, which means something is wrong
+(a port in use, a broken install) and everything stops.
+"""
 
 import argparse
 import os
@@ -6,33 +11,77 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from stack.redis_server import RedisServer, env_with_redis
 
+# A child that exits this soon after starting, this many times in a row, is not restarted again.
+_QUICK_EXIT_S = 5.0
+_QUICK_EXITS_TOLERATED = 3
+
+
+def say(text: str) -> None:
+    print(f"jobpulse: {text}", flush=True)  # noqa: T201
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    quick_exits: int = field(default=0)
+
+    def start(self) -> None:
+        # A session of its own: Ctrl-C reaches only the supervisor, which stops the children in order.
+        self.popen = subprocess.Popen(self.args, env=self.env, start_new_session=True)
+        self.started_at = time.monotonic()
+
+    def exited(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+    def stop(self, timeout_s: float = 15) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("var/redis"),
+        help="where a private Redis keeps its append-only file",
+    )
     args = parser.parse_args()
 
     redis: RedisServer | None = None
     url = os.environ.get("REDIS_URL")
     if not url:
-        redis = RedisServer(appendonly=True).start()
+        args.data.mkdir(parents=True, exist_ok=True)
+        redis = RedisServer(appendonly=True, directory=args.data.resolve()).start()
         url = redis.url
-        print(f"jobpulse: started a private Redis at {url} (data in {redis.directory})", flush=True)  # noqa: T201
+        say(f"started a private Redis at {url} (data in {args.data})")
     env = env_with_redis(url)
     python = sys.executable
-    processes = {
-        "worker": subprocess.Popen([python, "-m", "arq", "worker.WorkerSettings"], env=env),
-        "web": subprocess.Popen(
-            [python, "-m", "uvicorn", "web.app:app", "--host", args.host, "--port", str(args.port),
-             "--timeout-graceful-shutdown", "5"],
-            env=env,
-        ),
-    }  # fmt: skip
-    print(f"jobpulse: web on http://{args.host}:{args.port}  (API docs at /docs; Ctrl-C stops)", flush=True)  # noqa: T201
+    web_args = ["--host", args.host, "--port", str(args.port), "--timeout-graceful-shutdown", "5"]
+    children = [
+        Child("worker", [python, "-m", "arq", "worker.WorkerSettings"], env),
+        Child("web", [python, "-m", "uvicorn", "web.app:app", *web_args], env),
+    ]
+    for child in children:
+        child.start()
+    say(f"web on http://{args.host}:{args.port} (API docs at /docs); Ctrl-C stops everything")
 
     stopping = False
 
@@ -45,22 +94,25 @@ def main() -> int:
     exit_code = 0
     try:
         while not stopping:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(f"jobpulse: {name} exited with {process.returncode}", flush=True)  # noqa: T201
+            for child in children:
+                if (code := child.exited()) is None:
+                    continue
+                quick = time.monotonic() - child.started_at < _QUICK_EXIT_S
+                child.quick_exits = child.quick_exits + 1 if quick else 0
+                if child.quick_exits >= _QUICK_EXITS_TOLERATED:
+                    say(f"{child.name} keeps exiting right after it starts (last exit code {code}); stopping")
                     stopping, exit_code = True, 1
+                    break
+                say(f"{child.name} exited with {code}; starting it again")
+                time.sleep(1)
+                child.start()
             time.sleep(0.2)
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes.values():
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for child in reversed(children):  # the web first: its streams end, then the worker's jobs
+            child.stop()
         if redis is not None:
-            redis.stop()  # its data directory is kept: the AOF lets a restart pick up where it stopped
+            redis.stop()
+    say("stopped")
     return exit_code
 
 

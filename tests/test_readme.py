@@ -1,0 +1,112 @@
+"""The README's two commands and its curl session, run as a newcomer would run them."""
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from stack.redis_server import free_port
+from tests.processes import ROOT
+
+pytestmark = pytest.mark.slow
+
+README = (ROOT / "README.md").read_text()
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+
+
+def curl_commands() -> list[str]:
+    commands = []
+    for block in code_blocks("sh"):
+        for command in block.replace("\\\n", " ").splitlines():
+            if command.startswith("curl "):
+                commands.append(command)
+    return commands
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m stack` (what `scripts/up` runs), with no REDIS_URL: it must start its own Redis."""
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis-data")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("JOBPULSE_")}
+    log = (data / "stack.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stack", "--port", str(port), "--data", str(data)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (data / "stack.log").read_text()
+            try:
+                if httpx.get(f"{url}/openapi.json").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, (data / "stack.log").read_text()
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        code = process.wait(30)
+        log.close()
+        output = (data / "stack.log").read_text()
+        assert code == 0, output
+        assert "started a private Redis" in output and "jobpulse: stopped" in output
+        assert not (data / "appendonlydir").exists() or any((data / "appendonlydir").iterdir())
+
+
+def run_curl(command: str, url: str, job_id: str = "ID") -> str:
+    command = command.replace("localhost:8000", url.removeprefix("http://"))
+    args = [re.sub(r"/jobs/ID\b", f"/jobs/{job_id}", arg) for arg in shlex.split(command)]
+    result = subprocess.run(
+        [*args, "--max-time", "30", "--silent", "--show-error"], capture_output=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode()
+
+
+def test_readme_curl_session_works_as_shown(system: str) -> None:
+    commands = curl_commands()
+    submit, get, stream, resume_header, resume_query, cancel = commands
+    assert "POST" in submit and "DELETE" in cancel
+
+    job = json.loads(run_curl(submit, system))
+    assert job["status"] == "queued" and job["events_url"] == f"/jobs/{job['id']}/events"
+    assert json.loads(run_curl(get, system, job["id"]))["id"] == job["id"]
+
+    events = run_curl(stream, system, job["id"])
+    assert events.startswith(": connected\nretry: 2000\nid: 1\nevent: status\n")
+    assert '"status":"succeeded"' in events.rstrip().splitlines()[-1]
+    ids = [int(line[4:]) for line in events.splitlines() if line.startswith("id: ")]
+    assert ids == list(range(1, 24))  # queued, running, 20 x progress, succeeded — as the README shows
+
+    for resume in (resume_header, resume_query):
+        rest = run_curl(resume, system, job["id"])
+        assert [int(line[4:]) for line in rest.splitlines() if line.startswith("id: ")] == list(range(6, 24))
+
+    other = json.loads(run_curl(submit, system))
+    cancelled = json.loads(run_curl(cancel, system, other["id"]))
+    assert cancelled["status"] == "cancelled"
+
+
+def test_readme_task_example_is_simulate_minus_its_options() -> None:
+    (example,) = [block for block in code_blocks("python") if "async def simulate" in block]
+    source = (ROOT / "worker" / "tasks" / "simulate.py").read_text()
+    for line in example.splitlines():
+        if line.strip() and not line.startswith(("import", "from")):
+            assert line in source, f"README line not in worker/tasks/simulate.py: {line!r}"
