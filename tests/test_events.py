@@ -281,3 +281,14 @@ async def test_keepalives_never_reach_a_client_library_as_events(settings: Setti
         assert {event.event for event in events} == {"status", "progress"}
     finally:
         await stop_stack(stack)
+
+
+async def test_garbage_on_a_live_channel_is_ignored(stack: Stack) -> None:
+    job = await stack.submit(steps=20, interval_ms=20, start_delay_ms=300)
+    reader = asyncio.create_task(read_events(stack.client, job["id"]))
+    await anyio.sleep(0.2)
+    await stack.redis.publish(keys.live_channel(job["id"]), b"not an event")
+    await stack.redis.publish(keys.live_channel(job["id"]), b"\xff\n\xfe\n1\n{}")
+    events = await reader
+    assert_complete(events)
+    assert stack.web.services.hub.reconnects == 0

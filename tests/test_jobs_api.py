@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from arq.constants import abort_jobs_ss
 from redis.asyncio import Redis
 
 from jobpulse.settings import Settings
@@ -302,3 +303,23 @@ async def test_http_client_sees_json_errors(stack: Stack) -> None:
     assert response.headers["content-type"] == "application/json"
     with pytest.raises(httpx.HTTPStatusError):
         response.raise_for_status()
+
+
+async def test_task_stops_at_its_next_progress_call_after_cancel(settings: Settings, redis: Any) -> None:
+    """With arq's abort poll 5 s away, `progress()` itself stops the task; no abort request is left behind."""
+    settings = settings.model_copy(update={"worker_poll_delay_s": 5, "progress_interval_ms": 0})
+    stack = await start_stack(settings, redis, with_worker=False)
+    try:
+        job = await stack.submit(steps=100_000, interval_ms=1)
+        await stack.worker.start()  # polls once at start, then not for 5 s
+        await wait_for_status(stack, job["id"], "running")
+        assert (await stack.client.delete(f"/jobs/{job['id']}")).status_code == 200
+        worker = stack.worker.worker
+        assert worker is not None
+        with anyio.fail_after(2):
+            while worker.job_tasks:
+                await anyio.sleep(0.02)
+        assert await redis.zscore(abort_jobs_ss, job["id"]) is None
+        assert (await stack.job(job["id"]))["status"] == "cancelled"
+    finally:
+        await stop_stack(stack)

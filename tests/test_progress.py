@@ -135,3 +135,8 @@ async def test_stale_attempt_cannot_publish(store: JobStore) -> None:
     with pytest.raises(JobAborted):
         await progress(old, 99)
     assert await progress_values(store, job_id) == []
+
+
+async def test_progress_outside_a_jobpulse_task_says_so() -> None:
+    with pytest.raises(RuntimeError, match="ctx arq passes to a jobpulse task"):
+        await progress({}, 50)

@@ -183,7 +183,11 @@ class Hub:
         if kind == "message":
             if channel is None:
                 return
-            event = from_live_message(message["data"])
+            try:
+                event = from_live_message(message["data"])
+            except (ValueError, UnicodeDecodeError):
+                logger.warning("hub: ignoring a malformed message on %s", name.decode(errors="replace"))
+                return
             for subscription in channel.subscriptions:
                 subscription.offer(event)
         elif kind == "subscribe":

@@ -114,7 +114,7 @@ async def _run_attempt(
             result = await impl(ctx, parsed)
         await reporter.flush()
     except JobAborted:
-        return
+        return  # cancelled: arq's finish_job also drops the abort request it may not have acted on
     except Retry as exc:
         await reporter.flush()
         if await attempt.retry_or_fail(f"the task asked to be retried ({describe(exc)})"):

@@ -123,6 +123,8 @@ async def progress(
         percent = 100.0 * current / total
     if math.isnan(percent):
         raise ValueError("progress() percent is NaN")
-    reporter: ProgressReporter = ctx[REPORTER_KEY]
+    reporter: ProgressReporter | None = ctx.get(REPORTER_KEY)
+    if reporter is None:
+        raise RuntimeError("progress() needs the ctx arq passes to a jobpulse task (see worker/tasks)")
     clamped = min(100.0, max(0.0, float(percent)))
     await reporter.report(_Update(clamped, message, current, total, time.time()))
