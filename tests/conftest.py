@@ -9,7 +9,7 @@ import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -158,10 +158,27 @@ async def stop_stack(stack: Stack) -> None:
     await stack.web.stop()
 
 
+class StackFactory(Protocol):
+    async def __call__(self, *, with_worker: bool = True, **settings: Any) -> Stack: ...
+
+
 @pytest.fixture
-async def stack(settings: Settings, redis: Redis) -> AsyncIterator[Stack]:
-    running = await start_stack(settings, redis)
+async def make_stack(settings: Settings, redis: Redis) -> AsyncIterator[StackFactory]:
+    """Starts stacks with some settings changed; stops them all when the test ends."""
+    started: list[Stack] = []
+
+    async def make(*, with_worker: bool = True, **changes: Any) -> Stack:
+        stack = await start_stack(settings.model_copy(update=changes), redis, with_worker=with_worker)
+        started.append(stack)
+        return stack
+
     try:
-        yield running
+        yield make
     finally:
-        await stop_stack(running)
+        for stack in reversed(started):
+            await stop_stack(stack)
+
+
+@pytest.fixture
+async def stack(make_stack: StackFactory) -> Stack:
+    return await make_stack()

@@ -10,8 +10,7 @@ import anyio
 import pytest
 
 from jobpulse import keys
-from jobpulse.settings import Settings
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.conftest import Stack, StackFactory
 from tests.sse import Event, ids, read_events
 from web.services import WEB_CLIENT_NAME
 
@@ -43,31 +42,25 @@ async def test_stream_carries_status_and_progress_fields(stack: Stack) -> None:
     assert succeeded["result"] == {"steps": 4}
 
 
-async def test_many_jobs_many_subscribers_see_identical_gap_free_histories(
-    settings: Settings, redis: object
-) -> None:
+async def test_many_jobs_many_subscribers_see_identical_gap_free_histories(make_stack: StackFactory) -> None:
     """5 jobs x 12 subscribers joining before, during and after the run all get the same full history."""
-    settings = settings.model_copy(update={"progress_interval_ms": 0, "max_jobs": 10})
-    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
-    try:
-        jobs = [await stack.submit(steps=40, interval_ms=5, start_delay_ms=200) for _ in range(5)]
-        rng = random.Random(7)
+    stack = await make_stack(progress_interval_ms=0, max_jobs=10)
+    jobs = [await stack.submit(steps=40, interval_ms=5, start_delay_ms=200) for _ in range(5)]
+    rng = random.Random(7)
 
-        async def late_reader(job_id: str) -> list[Event]:
-            await asyncio.sleep(rng.uniform(0, 0.8))
-            return await read_events(stack.client, job_id)
+    async def late_reader(job_id: str) -> list[Event]:
+        await asyncio.sleep(rng.uniform(0, 0.8))
+        return await read_events(stack.client, job_id)
 
-        tasks = {job["id"]: [asyncio.create_task(late_reader(job["id"])) for _ in range(12)] for job in jobs}
-        for job_id, readers in tasks.items():
-            histories = await asyncio.gather(*readers)
-            for history in histories:
-                assert_complete(history)
-                assert history == histories[0]
-            assert len(histories[0]) == 43  # queued, running, 40 progress, succeeded
-            stored = await stack.web.services.store.read_events(job_id, 0, 1000)
-            assert [json.loads(e.data) for e in stored] == [e.data for e in histories[0]]
-    finally:
-        await stop_stack(stack)
+    tasks = {job["id"]: [asyncio.create_task(late_reader(job["id"])) for _ in range(12)] for job in jobs}
+    for job_id, readers in tasks.items():
+        histories = await asyncio.gather(*readers)
+        for history in histories:
+            assert_complete(history)
+            assert history == histories[0]
+        assert len(histories[0]) == 43  # queued, running, 40 progress, succeeded
+        stored = await stack.web.services.store.read_events(job_id, 0, 1000)
+        assert [json.loads(e.data) for e in stored] == [e.data for e in histories[0]]
 
 
 @pytest.mark.parametrize("how", ["header", "query"])
@@ -111,47 +104,39 @@ async def test_reconnect_after_terminal_event_gets_204(stack: Stack) -> None:
     assert response.status_code == 204
 
 
-async def test_resume_before_retained_history_signals_lost_events(settings: Settings, redis: object) -> None:
-    settings = settings.model_copy(update={"stream_maxlen": 10, "progress_interval_ms": 0})
-    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
-    try:
-        job = await stack.submit(steps=30, interval_ms=0)
-        with anyio.fail_after(10):
-            while (await stack.job(job["id"]))["status"] != "succeeded":
-                await anyio.sleep(0.05)
-        events = await read_events(stack.client, job["id"])
-        assert ids(events)[0] == 24  # only the newest 10 of 33 events are retained
-        resumed = await read_events(stack.client, job["id"], last_event_id="2")
-        lost, rest = resumed[0], resumed[1:]
-        assert lost.event == "lost" and lost.id == ""
-        assert lost.data["last_event_id"] == 2
-        assert lost.data["first_retained_id"] == 24
-        assert lost.data["job"]["status"] == "succeeded"
-        assert rest == events
-    finally:
-        await stop_stack(stack)
+async def test_resume_before_retained_history_signals_lost_events(make_stack: StackFactory) -> None:
+    stack = await make_stack(stream_maxlen=10, progress_interval_ms=0)
+    job = await stack.submit(steps=30, interval_ms=0)
+    with anyio.fail_after(10):
+        while (await stack.job(job["id"]))["status"] != "succeeded":
+            await anyio.sleep(0.05)
+    events = await read_events(stack.client, job["id"])
+    assert ids(events)[0] == 24  # only the newest 10 of 33 events are retained
+    resumed = await read_events(stack.client, job["id"], last_event_id="2")
+    lost, rest = resumed[0], resumed[1:]
+    assert lost.event == "lost" and lost.id == ""
+    assert lost.data["last_event_id"] == 2
+    assert lost.data["first_retained_id"] == 24
+    assert lost.data["job"]["status"] == "succeeded"
+    assert rest == events
 
 
-async def test_stream_headers_opening_comment_and_keepalive(settings: Settings, redis: object) -> None:
-    settings = settings.model_copy(update={"keepalive_s": 0.3, "sse_retry_ms": 1234})
-    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
-    try:
-        job = await stack.submit(steps=1, interval_ms=0, start_delay_ms=60_000)
-        async with stack.client.stream("GET", f"/jobs/{job['id']}/events") as response:
-            assert response.status_code == 200
-            assert response.headers["content-type"].startswith("text/event-stream")
-            assert response.headers["cache-control"] == "no-cache"
-            assert response.headers["x-accel-buffering"] == "no"
-            received = b""
-            with anyio.fail_after(5):
-                async for chunk in response.aiter_bytes():
-                    received += chunk
-                    if received.count(b": keep-alive") >= 2:
-                        break
-        assert received.startswith(b": connected\n")
-        assert b"retry: 1234\nid: 1\nevent: status\n" in received
-    finally:
-        await stop_stack(stack)
+async def test_stream_headers_opening_comment_and_keepalive(make_stack: StackFactory) -> None:
+    stack = await make_stack(keepalive_s=0.3, sse_retry_ms=1234)
+    job = await stack.submit(steps=1, interval_ms=0, start_delay_ms=60_000)
+    async with stack.client.stream("GET", f"/jobs/{job['id']}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        received = b""
+        with anyio.fail_after(5):
+            async for chunk in response.aiter_bytes():
+                received += chunk
+                if received.count(b": keep-alive") >= 2:
+                    break
+    assert received.startswith(b": connected\n")
+    assert b"retry: 1234\nid: 1\nevent: status\n" in received
 
 
 async def test_opening_bytes_arrive_before_any_event(stack: Stack) -> None:
@@ -210,77 +195,65 @@ async def test_disconnecting_client_is_released_at_once(stack: Stack) -> None:
     assert hub.channel_count == 0
 
 
-async def test_slow_reader_neither_blocks_others_nor_loses_events(settings: Settings, redis: object) -> None:
+async def test_slow_reader_neither_blocks_others_nor_loses_events(make_stack: StackFactory) -> None:
     """A client that stops reading keeps bounded memory in the hub, and still gets everything later."""
-    settings = settings.model_copy(update={"progress_interval_ms": 0, "subscriber_buffer": 16})
-    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
-    try:
-        job = await stack.submit(steps=20_000, interval_ms=0, start_delay_ms=500)
-        path = f"/jobs/{job['id']}/events"
-        # A raw connection with a tiny receive buffer that reads the headers and then stops reading.
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", stack.web.port))
-        slow_reader, slow_writer = await asyncio.open_connection(sock=sock, limit=4096)
-        slow_writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        await slow_reader.readuntil(b"\r\n\r\n")
-        fast = await read_events(stack.client, job["id"], deadline_s=60)
-        assert_complete(fast)
-        assert len(fast) == 20_003
-        hub = stack.web.services.hub
-        with anyio.fail_after(3):
-            while hub.subscription_count > 1:  # the fast client's is released as its stream ends
-                await anyio.sleep(0.01)
-        (slow_subscription,) = [s for c in hub._channels.values() for s in c.subscriptions]
-        assert len(slow_subscription._queue) <= 16 and len(slow_subscription._early) <= 16
-        assert slow_subscription._tail < 20_003, "the slow client was not actually held back"
-        # Now the slow client reads: it gets the whole history, in order, re-read from Redis.
-        received = b""
-        with anyio.fail_after(20):
-            while b'"status":"succeeded"' not in received:
-                chunk = await slow_reader.read(65536)
-                assert chunk, "stream closed early"
-                received += chunk
-        slow_writer.close()
-        slow_ids = [int(line[4:]) for line in received.split(b"\n") if line.startswith(b"id: ")]
-        assert slow_ids == list(range(1, 20_004))
-    finally:
-        await stop_stack(stack)
+    stack = await make_stack(progress_interval_ms=0, subscriber_buffer=16)
+    job = await stack.submit(steps=20_000, interval_ms=0, start_delay_ms=500)
+    path = f"/jobs/{job['id']}/events"
+    # A raw connection with a tiny receive buffer that reads the headers and then stops reading.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", stack.web.port))
+    slow_reader, slow_writer = await asyncio.open_connection(sock=sock, limit=4096)
+    slow_writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await slow_reader.readuntil(b"\r\n\r\n")
+    fast = await read_events(stack.client, job["id"], deadline_s=60)
+    assert_complete(fast)
+    assert len(fast) == 20_003
+    hub = stack.web.services.hub
+    with anyio.fail_after(3):
+        while hub.subscription_count > 1:  # the fast client's is released as its stream ends
+            await anyio.sleep(0.01)
+    (slow_subscription,) = [s for c in hub._channels.values() for s in c.subscriptions]
+    assert len(slow_subscription._queue) <= 16 and len(slow_subscription._early) <= 16
+    assert slow_subscription._tail < 20_003, "the slow client was not actually held back"
+    # Now the slow client reads: it gets the whole history, in order, re-read from Redis.
+    received = b""
+    with anyio.fail_after(20):
+        while b'"status":"succeeded"' not in received:
+            chunk = await slow_reader.read(65536)
+            assert chunk, "stream closed early"
+            received += chunk
+    slow_writer.close()
+    slow_ids = [int(line[4:]) for line in received.split(b"\n") if line.startswith(b"id: ")]
+    assert slow_ids == list(range(1, 20_004))
 
 
-async def test_hub_survives_pubsub_connection_kill_without_gap(settings: Settings, redis: object) -> None:
-    settings = settings.model_copy(update={"progress_interval_ms": 0})
-    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
-    try:
-        job = await stack.submit(steps=200, interval_ms=5, start_delay_ms=300)
-        reader = asyncio.create_task(read_events(stack.client, job["id"]))
-        await anyio.sleep(0.6)
-        (hub_connection,) = [
-            client
-            for client in await stack.redis.client_list()
-            if client.get("name") == WEB_CLIENT_NAME and int(client["sub"]) > 0
-        ]
-        assert await stack.redis.client_kill_filter(_id=hub_connection["id"]) == 1
-        events = await reader
-        assert_complete(events)
-        assert len(events) == 203
-        assert stack.web.services.hub.reconnects >= 1
-    finally:
-        await stop_stack(stack)
+async def test_hub_survives_pubsub_connection_kill_without_gap(make_stack: StackFactory) -> None:
+    stack = await make_stack(progress_interval_ms=0)
+    job = await stack.submit(steps=200, interval_ms=5, start_delay_ms=300)
+    reader = asyncio.create_task(read_events(stack.client, job["id"]))
+    await anyio.sleep(0.6)
+    (hub_connection,) = [
+        client
+        for client in await stack.redis.client_list()
+        if client.get("name") == WEB_CLIENT_NAME and int(client["sub"]) > 0
+    ]
+    assert await stack.redis.client_kill_filter(_id=hub_connection["id"]) == 1
+    events = await reader
+    assert_complete(events)
+    assert len(events) == 203
+    assert stack.web.services.hub.reconnects >= 1
 
 
-async def test_keepalives_never_reach_a_client_library_as_events(settings: Settings, redis: object) -> None:
+async def test_keepalives_never_reach_a_client_library_as_events(make_stack: StackFactory) -> None:
     """Regression: comment blocks ending in a blank line surfaced in httpx-sse as empty `message` events."""
-    settings = settings.model_copy(update={"keepalive_s": 0.1})
-    stack = await start_stack(settings, redis)  # type: ignore[arg-type]
-    try:
-        job = await stack.submit(steps=3, interval_ms=300, start_delay_ms=500)
-        events = await read_events(stack.client, job["id"])
-        assert_complete(events)
-        assert {event.event for event in events} == {"status", "progress"}
-    finally:
-        await stop_stack(stack)
+    stack = await make_stack(keepalive_s=0.1)
+    job = await stack.submit(steps=3, interval_ms=300, start_delay_ms=500)
+    events = await read_events(stack.client, job["id"])
+    assert_complete(events)
+    assert {event.event for event in events} == {"status", "progress"}
 
 
 async def test_garbage_on_a_live_channel_is_ignored(stack: Stack) -> None:

@@ -6,8 +6,7 @@ from typing import Any
 import anyio
 import pytest
 
-from jobpulse.settings import Settings
-from tests.conftest import start_stack, stop_stack
+from tests.conftest import StackFactory
 from tests.sse import ids, read_events
 from web.services import WEB_CLIENT_NAME
 
@@ -19,36 +18,32 @@ async def web_connections(redis: Any) -> int:
     return sum(1 for client in clients if client.get("name") == WEB_CLIENT_NAME)
 
 
-async def test_300_subscribers_add_no_redis_connections(settings: Settings, redis: Any) -> None:
-    settings = settings.model_copy(update={"progress_interval_ms": 0})
-    stack = await start_stack(settings, redis)
-    try:
-        job = await stack.submit(steps=50, interval_ms=20, start_delay_ms=3000)
-        # A first watcher warms the process up: the hub's connection and the command pool.
-        first = asyncio.create_task(read_events(stack.client, job["id"]))
-        with anyio.fail_after(5):
-            while stack.web.services.hub.subscription_count < 1:
-                await anyio.sleep(0.01)
-        await anyio.sleep(0.2)
-        baseline = await web_connections(redis)
-        assert 1 <= baseline <= settings.redis_pool_size + 1
+async def test_300_subscribers_add_no_redis_connections(make_stack: StackFactory) -> None:
+    stack = await make_stack(progress_interval_ms=0)
+    job = await stack.submit(steps=50, interval_ms=20, start_delay_ms=3000)
+    # A first watcher warms the process up: the hub's connection and the command pool.
+    first = asyncio.create_task(read_events(stack.client, job["id"]))
+    with anyio.fail_after(5):
+        while stack.web.services.hub.subscription_count < 1:
+            await anyio.sleep(0.01)
+    await anyio.sleep(0.2)
+    baseline = await web_connections(stack.redis)
+    assert 1 <= baseline <= stack.settings.redis_pool_size + 1
 
-        readers = [asyncio.create_task(read_events(stack.client, job["id"])) for _ in range(299)]
-        with anyio.fail_after(20):
-            while stack.web.services.hub.subscription_count < 300:
-                await anyio.sleep(0.05)
-        during = await web_connections(redis)
-        assert during <= settings.redis_pool_size + 1, "connections grew with subscribers"
-        pubsub = [
-            c for c in await redis.client_list() if c.get("name") == WEB_CLIENT_NAME and int(c["sub"]) > 0
-        ]
-        assert len(pubsub) == 1  # one pub/sub connection for all 300
-        assert stack.web.services.hub.channel_count == 1
+    readers = [asyncio.create_task(read_events(stack.client, job["id"])) for _ in range(299)]
+    with anyio.fail_after(20):
+        while stack.web.services.hub.subscription_count < 300:
+            await anyio.sleep(0.05)
+    during = await web_connections(stack.redis)
+    assert during <= stack.settings.redis_pool_size + 1, "connections grew with subscribers"
+    pubsub = [
+        c for c in await stack.redis.client_list() if c.get("name") == WEB_CLIENT_NAME and int(c["sub"]) > 0
+    ]
+    assert len(pubsub) == 1  # one pub/sub connection for all 300
+    assert stack.web.services.hub.channel_count == 1
 
-        histories = await asyncio.gather(first, *readers)
-        for history in histories:
-            assert history == histories[0]
-        assert ids(histories[0]) == list(range(1, 54))
-        assert await web_connections(redis) <= settings.redis_pool_size + 1
-    finally:
-        await stop_stack(stack)
+    histories = await asyncio.gather(first, *readers)
+    for history in histories:
+        assert history == histories[0]
+    assert ids(histories[0]) == list(range(1, 54))
+    assert await web_connections(stack.redis) <= stack.settings.redis_pool_size + 1

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from jobpulse.settings import Settings
 from stack.redis_server import RedisServer
-from tests.conftest import Stack, start_stack, stop_stack
+from tests.conftest import Stack, StackFactory, start_stack, stop_stack
 from tests.sse import read_events
 
 pytestmark = pytest.mark.anyio
@@ -68,24 +68,21 @@ async def test_failing_job_reports_its_error(stack: Stack) -> None:
     assert failed["result"] is None
 
 
-async def test_cancel_queued_job_never_starts(settings: Settings, redis: Any) -> None:
-    stack = await start_stack(settings, redis, with_worker=False)
-    try:
-        job = await stack.submit(steps=3, interval_ms=0)
-        reader = asyncio.create_task(read_events(stack.client, job["id"], deadline_s=5))
-        await anyio.sleep(0.2)
-        response = await stack.client.delete(f"/jobs/{job['id']}")
-        assert response.status_code == 200
-        assert response.json()["status"] == "cancelled"
-        events = await reader
-        assert [e.data["status"] for e in events] == ["queued", "cancelled"]
-        await stack.worker.start()
-        await anyio.sleep(0.5)  # the worker polls every 50 ms: time enough to have picked it up
-        after = await read_events(stack.client, job["id"])
-        assert after == events
-        assert (await stack.job(job["id"]))["started_at"] is None
-    finally:
-        await stop_stack(stack)
+async def test_cancel_queued_job_never_starts(make_stack: StackFactory) -> None:
+    stack = await make_stack(with_worker=False)
+    job = await stack.submit(steps=3, interval_ms=0)
+    reader = asyncio.create_task(read_events(stack.client, job["id"], deadline_s=5))
+    await anyio.sleep(0.2)
+    response = await stack.client.delete(f"/jobs/{job['id']}")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    events = await reader
+    assert [e.data["status"] for e in events] == ["queued", "cancelled"]
+    await stack.worker.start()
+    await anyio.sleep(0.5)  # the worker polls every 50 ms: time enough to have picked it up
+    after = await read_events(stack.client, job["id"])
+    assert after == events
+    assert (await stack.job(job["id"]))["started_at"] is None
 
 
 async def test_cancel_running_job_aborts_it(stack: Stack) -> None:
@@ -117,14 +114,11 @@ async def test_cancel_finished_job_is_409(stack: Stack) -> None:
     assert "already finished" in response.json()["detail"]
 
 
-async def test_cancel_twice_is_409(settings: Settings, redis: Any) -> None:
-    stack = await start_stack(settings, redis, with_worker=False)
-    try:
-        job = await stack.submit(steps=1, interval_ms=0)
-        assert (await stack.client.delete(f"/jobs/{job['id']}")).status_code == 200
-        assert (await stack.client.delete(f"/jobs/{job['id']}")).status_code == 409
-    finally:
-        await stop_stack(stack)
+async def test_cancel_twice_is_409(make_stack: StackFactory) -> None:
+    stack = await make_stack(with_worker=False)
+    job = await stack.submit(steps=1, interval_ms=0)
+    assert (await stack.client.delete(f"/jobs/{job['id']}")).status_code == 200
+    assert (await stack.client.delete(f"/jobs/{job['id']}")).status_code == 409
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
@@ -224,14 +218,11 @@ async def test_chunked_body_over_limit_is_413(stack: Stack) -> None:
     assert response.status_code == 413
 
 
-async def test_body_limit_is_configurable(settings: Settings, redis: Any) -> None:
-    stack = await start_stack(settings.model_copy(update={"max_body_bytes": 2048}), redis, with_worker=False)
-    try:
-        padded = json.dumps({**VALID, "pad": "x" * 3000}).encode()
-        assert (await _submit(stack, padded)).status_code == 413
-        assert (await _submit(stack, json.dumps(VALID).encode())).status_code == 202
-    finally:
-        await stop_stack(stack)
+async def test_body_limit_is_configurable(make_stack: StackFactory) -> None:
+    stack = await make_stack(with_worker=False, max_body_bytes=2048)
+    padded = json.dumps({**VALID, "pad": "x" * 3000}).encode()
+    assert (await _submit(stack, padded)).status_code == 413
+    assert (await _submit(stack, json.dumps(VALID).encode())).status_code == 202
 
 
 async def test_method_not_allowed_is_405(stack: Stack) -> None:
@@ -305,21 +296,17 @@ async def test_http_client_sees_json_errors(stack: Stack) -> None:
         response.raise_for_status()
 
 
-async def test_task_stops_at_its_next_progress_call_after_cancel(settings: Settings, redis: Any) -> None:
+async def test_task_stops_at_its_next_progress_call_after_cancel(make_stack: StackFactory) -> None:
     """With arq's abort poll 5 s away, `progress()` itself stops the task; no abort request is left behind."""
-    settings = settings.model_copy(update={"worker_poll_delay_s": 5, "progress_interval_ms": 0})
-    stack = await start_stack(settings, redis, with_worker=False)
-    try:
-        job = await stack.submit(steps=100_000, interval_ms=1)
-        await stack.worker.start()  # polls once at start, then not for 5 s
-        await wait_for_status(stack, job["id"], "running")
-        assert (await stack.client.delete(f"/jobs/{job['id']}")).status_code == 200
-        worker = stack.worker.worker
-        assert worker is not None
-        with anyio.fail_after(2):
-            while worker.job_tasks:
-                await anyio.sleep(0.02)
-        assert await redis.zscore(abort_jobs_ss, job["id"]) is None
-        assert (await stack.job(job["id"]))["status"] == "cancelled"
-    finally:
-        await stop_stack(stack)
+    stack = await make_stack(with_worker=False, worker_poll_delay_s=5, progress_interval_ms=0)
+    job = await stack.submit(steps=100_000, interval_ms=1)
+    await stack.worker.start()  # polls once at start, then not for 5 s
+    await wait_for_status(stack, job["id"], "running")
+    assert (await stack.client.delete(f"/jobs/{job['id']}")).status_code == 200
+    worker = stack.worker.worker
+    assert worker is not None
+    with anyio.fail_after(2):
+        while worker.job_tasks:
+            await anyio.sleep(0.02)
+    assert await stack.redis.zscore(abort_jobs_ss, job["id"]) is None
+    assert (await stack.job(job["id"]))["status"] == "cancelled"
