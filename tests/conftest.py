@@ -54,6 +54,11 @@ def settings(redis_server: RedisServer) -> Settings:
     )
 
 
+def _arq_finishing_tasks() -> list[asyncio.Task[Any]]:
+    names = {"Worker.finish_job", "Worker.finish_failed_job"}
+    return [task for task in asyncio.all_tasks() if getattr(task.get_coro(), "__qualname__", "") in names]
+
+
 class WorkerProcess:
     """An arq worker running in this event loop: real arq, real Redis, stoppable and restartable."""
 
@@ -76,6 +81,9 @@ class WorkerProcess:
         if self._task is not None and self.worker is not None:
             self.worker.handle_sig(signal.SIGTERM)
             await asyncio.gather(*self.worker.tasks.values(), self._task, return_exceptions=True)
+            # arq records a job's end in a shielded task that outlives the cancelled job: let it finish
+            # before its connection pool goes away.
+            await asyncio.gather(*_arq_finishing_tasks(), return_exceptions=True)
             await self.worker.pool.aclose()
         self._task = None
 

@@ -28,21 +28,37 @@ def env(redis_server: RedisServer) -> dict[str, str]:
     )
 
 
+class Launcher:
+    """Starts the real entry points for one test, logging to its tmp_path; stops them all at the end."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.started: list[Process] = []
+
+    def worker(self, name: str = "worker") -> Process:
+        process = worker_process(self.env, self.logs / f"{name}.log").start()
+        self.started.append(process)
+        return process
+
+    def web(self, name: str = "web", port: int | None = None) -> tuple[Process, str]:
+        process, url = web_process(self.env, self.logs / f"{name}.log", port)
+        self.started.append(process.start())
+        wait_until_serving(url, process)
+        return process, url
+
+
 @pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in started:
+def launch(env: dict[str, str], tmp_path: Path) -> Iterator[Launcher]:
+    launcher = Launcher(env, tmp_path)
+    yield launcher
+    for process in launcher.started:
         process.stop()
 
 
-async def test_submit_and_stream_through_the_real_entry_points(
-    env: dict[str, str], processes: list[Process], tmp_path: Path
-) -> None:
-    processes.append(worker_process(env, tmp_path / "worker.log").start())
-    web, url = web_process(env, tmp_path / "web.log")
-    processes.append(web.start())
-    wait_until_serving(url, web)
+async def test_submit_and_stream_through_the_real_entry_points(launch: Launcher) -> None:
+    launch.worker()
+    _, url = launch.web()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         response = await client.post(
             "/jobs", json={"task": "simulate", "params": {"steps": 10, "interval_ms": 10}}
@@ -57,14 +73,9 @@ def statuses(events: list[Event]) -> list[tuple[str, int]]:
     return [(e.data["status"], e.data["attempt"]) for e in events if e.event == "status"]
 
 
-async def test_worker_sigterm_mid_job_retries_on_another_worker(
-    env: dict[str, str], processes: list[Process], tmp_path: Path
-) -> None:
-    first = worker_process(env, tmp_path / "worker1.log").start()
-    processes.append(first)
-    web, url = web_process(env, tmp_path / "web.log")
-    processes.append(web.start())
-    wait_until_serving(url, web)
+async def test_worker_sigterm_mid_job_retries_on_another_worker(launch: Launcher) -> None:
+    first = launch.worker("worker1")
+    _, url = launch.web()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         response = await client.post(
             "/jobs", json={"task": "simulate", "params": {"steps": 30, "interval_ms": 50}}
@@ -79,7 +90,7 @@ async def test_worker_sigterm_mid_job_retries_on_another_worker(
         with anyio.fail_after(5):
             while (await client.get(f"/jobs/{job_id}")).json()["status"] != "retrying":
                 await anyio.sleep(0.05)
-        processes.append(worker_process(env, tmp_path / "worker2.log").start())
+        launch.worker("worker2")
         events = await reader
     assert ids(events) == list(range(1, len(events) + 1))
     assert statuses(events) == [
@@ -96,13 +107,9 @@ async def test_worker_sigterm_mid_job_retries_on_another_worker(
     assert progress_after[0] < 20 and progress_after[-1] == 100  # visibly restarted, then finished
 
 
-async def test_web_restart_mid_stream_resumes_without_gap_or_duplicate(
-    env: dict[str, str], processes: list[Process], tmp_path: Path
-) -> None:
-    processes.append(worker_process(env, tmp_path / "worker.log").start())
-    web, url = web_process(env, tmp_path / "web1.log")
-    processes.append(web.start())
-    wait_until_serving(url, web)
+async def test_web_restart_mid_stream_resumes_without_gap_or_duplicate(launch: Launcher) -> None:
+    launch.worker()
+    web, url = launch.web("web1")
     port = int(url.rsplit(":", 1)[1])
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         response = await client.post(
@@ -111,23 +118,17 @@ async def test_web_restart_mid_stream_resumes_without_gap_or_duplicate(
         job_id = response.json()["id"]
         before = await read_events(client, job_id, limit=15)
         web.stop()
-        again, _ = web_process(env, tmp_path / "web2.log", port=port)
-        processes.append(again.start())
-        wait_until_serving(url, again)
+        launch.web("web2", port=port)
         after = await read_events(client, job_id, last_event_id=before[-1].id)
     events = before + after
     assert ids(events) == list(range(1, len(events) + 1))
     assert events[-1].data["status"] == "succeeded"
 
 
-async def test_web_sigterm_ends_open_streams_at_once_with_a_retry_hint(
-    env: dict[str, str], processes: list[Process], tmp_path: Path
-) -> None:
+async def test_web_sigterm_ends_open_streams_at_once_with_a_retry_hint(launch: Launcher) -> None:
     """Regression: uvicorn waited for ever for open SSE streams after SIGTERM."""
-    processes.append(worker_process(env, tmp_path / "worker.log").start())
-    web, url = web_process(env, tmp_path / "web.log")
-    processes.append(web.start())
-    wait_until_serving(url, web)
+    launch.worker()
+    web, url = launch.web()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         response = await client.post(
             "/jobs", json={"task": "simulate", "params": {"steps": 100, "interval_ms": 100}}
