@@ -6,7 +6,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.conftest import StackFactory
+from tests.conftest import Stack, StackFactory
 from tests.sse import ids, read_events
 from web.services import WEB_CLIENT_NAME
 
@@ -47,3 +47,27 @@ async def test_300_subscribers_add_no_redis_connections(make_stack: StackFactory
         assert history == histories[0]
     assert ids(histories[0]) == list(range(1, 54))
     assert await web_connections(stack.redis) <= stack.settings.redis_pool_size + 1
+
+
+async def test_each_live_event_is_encoded_once_for_all_subscribers(stack: Stack) -> None:
+    job = await stack.submit(steps=1, interval_ms=0, start_delay_ms=60_000)
+    with anyio.fail_after(5):
+        while (await stack.job(job["id"]))["status"] != "running":
+            await anyio.sleep(0.02)
+    hub = stack.web.services.hub
+    subscriptions = [await hub.open(job["id"], after=2) for _ in range(3)]
+    try:
+        for subscription in subscriptions:
+            assert await subscription.next_chunk(0.05) == b""  # caught up, nothing new yet
+        await stack.web.services.store.set_progress(job["id"], attempt=1, progress=50)
+        with anyio.fail_after(5):
+            while not all(subscription._queue for subscription in subscriptions):
+                await anyio.sleep(0.01)
+        events = [subscription._queue[0] for subscription in subscriptions]
+        assert events[0].id == 3  # queued, running, then this one
+        assert all(event is events[0] for event in events)  # one parsed event, shared
+        chunks = [await subscription.next_chunk(1) for subscription in subscriptions]
+        assert all(chunk is chunks[0] for chunk in chunks)  # one encoding, shared
+    finally:
+        for subscription in subscriptions:
+            hub.release(subscription)

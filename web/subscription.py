@@ -93,7 +93,7 @@ class Subscription:
                 self.finished = True
                 self._queue.clear()
                 break
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)  # one event: the hub's shared bytes
 
     async def _catch_up(self) -> bytes:
         """Read the events after `_tail` from the stream, then splice in live ones that came meanwhile."""
