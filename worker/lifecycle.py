@@ -44,7 +44,11 @@ class _Attempt:
         self.settings = settings
 
     async def status(self, status: JobStatus, *, error: str | None = None, result: Any = None) -> None:
-        """Publish a status of this attempt; a job already finished (e.g. cancelled) is left as it is."""
+        """Publish a status of this attempt; a job already finished (e.g. cancelled) is left as it is.
+
+        Only the attempt that is the job's current one may end it: once `running` has made it current,
+        every later status is fenced on its number.
+        """
         try:
             await self.store.set_status(
                 self.job_id,
@@ -78,7 +82,14 @@ def lifecycle_task(
         attempt = _Attempt(ctx, settings)
         try:
             if attempt.number > settings.max_tries:
-                await attempt.status(JobStatus.FAILED, error=f"gave up after {settings.max_tries} attempts")
+                # arq runs it once more after our last attempt (a worker killed mid-job, say), so that
+                # this can end it. No attempt of ours ran now: the last one that did is the job's.
+                await attempt.store.set_status(
+                    attempt.job_id,
+                    JobStatus.FAILED,
+                    attempt=settings.max_tries,
+                    error=f"gave up after {settings.max_tries} attempts",
+                )
                 return
             await attempt.status(JobStatus.RUNNING)
         except JobStoreError:
@@ -89,7 +100,7 @@ def lifecycle_task(
         ctx[REPORTER_KEY] = reporter
         try:
             await _run_attempt(ctx, attempt, reporter, impl, params_model, params)
-        except JobStoreError:
+        except (JobStoreError, JobAborted):
             pass  # finished elsewhere (cancelled) while we ran: it keeps that ending
         finally:
             reporter.close()
