@@ -140,3 +140,52 @@ async def test_stale_attempt_cannot_publish(store: JobStore) -> None:
 async def test_progress_outside_a_jobpulse_task_says_so() -> None:
     with pytest.raises(RuntimeError, match="ctx arq passes to a jobpulse task"):
         await progress({}, 50)
+
+
+class SlowStore(JobStore):
+    """The real store, with each progress write taking 50 ms longer, as over a slow link."""
+
+    async def set_progress(self, job_id: str, **kwargs: Any) -> int:
+        await asyncio.sleep(0.05)
+        return await super().set_progress(job_id, **kwargs)
+
+
+async def test_flush_waits_for_a_publish_already_under_way(redis: Redis, settings: Settings) -> None:
+    """Regression: a timer publish in flight was not awaited, so the status overtook the final progress."""
+    store = SlowStore(redis, settings)
+    job_id = await running_job(store)
+    reporter = ProgressReporter(store, job_id, attempt=1, interval_s=0.05)
+    ctx = {REPORTER_KEY: reporter}
+    await progress(ctx, 10)  # published at once
+    await progress(ctx, 60)  # pending; the timer publishes it about 50 ms from now, taking 50 ms
+    await asyncio.sleep(0.07)  # the timer's publish is under way
+    await reporter.flush()
+    await store.set_status(job_id, JobStatus.SUCCEEDED, attempt=1, expect_attempt=1)
+    events = await store.read_events(job_id, 0, 100)
+    assert [(e.type, json.loads(e.data).get("progress")) for e in events][-3:] == [
+        ("progress", 10),
+        ("progress", 60),
+        ("status", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"percent": 20, "current": -1, "total": 5},
+        {"percent": 20, "current": 1, "total": -5},
+        {"percent": 20, "current": 1.5, "total": 5},
+        {"percent": 20, "current": True},
+    ],
+)
+async def test_bad_counts_fail_at_the_call_not_at_publish(store: JobStore, kwargs: dict[str, Any]) -> None:
+    """Regression: bad counts passed progress() and failed later, when the coalesced update went out."""
+    job_id = await running_job(store)
+    with pytest.raises(ValueError, match="whole number"):
+        await progress(ctx_for(store, job_id, interval_s=10), **kwargs)
+
+
+async def test_non_string_message_is_a_type_error(store: JobStore) -> None:
+    job_id = await running_job(store)
+    with pytest.raises(TypeError, match="message must be a str"):
+        await progress(ctx_for(store, job_id, interval_s=0), 5, 123)  # type: ignore[arg-type]

@@ -74,10 +74,11 @@ class ProgressReporter:
             logger.exception("job %s: publishing progress failed", self._job_id)
 
     async def flush(self) -> None:
-        """Publish whatever update is pending, now."""
-        update, self._pending = self._pending, None
-        if update is not None:
-            await self._publish(update)
+        """Publish whatever update is pending, now, after any publish already under way."""
+        async with self._lock:
+            update, self._pending = self._pending, None
+            if update is not None:
+                await self._publish_locked(update)
 
     def close(self) -> None:
         """Drop a pending update and its timer: the attempt is over."""
@@ -88,20 +89,23 @@ class ProgressReporter:
 
     async def _publish(self, update: _Update) -> None:
         async with self._lock:
-            self._last_publish = time.monotonic()
-            try:
-                await self._store.set_progress(
-                    self._job_id,
-                    attempt=self._attempt,
-                    progress=update.progress,
-                    message=update.message,
-                    current=update.current,
-                    total=update.total,
-                    ts=update.ts,
-                )
-            except (JobAlreadyFinished, JobNotFound, StaleAttempt) as exc:
-                self._aborted = True
-                raise JobAborted(self._job_id) from exc
+            await self._publish_locked(update)
+
+    async def _publish_locked(self, update: _Update) -> None:
+        self._last_publish = time.monotonic()
+        try:
+            await self._store.set_progress(
+                self._job_id,
+                attempt=self._attempt,
+                progress=update.progress,
+                message=update.message,
+                current=update.current,
+                total=update.total,
+                ts=update.ts,
+            )
+        except (JobAlreadyFinished, JobNotFound, StaleAttempt) as exc:
+            self._aborted = True
+            raise JobAborted(self._job_id) from exc
 
 
 async def progress(
@@ -117,6 +121,11 @@ async def progress(
     Without `percent`, it is `current / total`. Values are clamped to 0-100. Raises `JobAborted` if the
     job was cancelled meanwhile; let it propagate.
     """
+    for name, count in (("current", current), ("total", total)):
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            raise ValueError(f"progress() {name}= must be a whole number >= 0, not {count!r}")
+    if message is not None and not isinstance(message, str):
+        raise TypeError(f"progress() message must be a str, not {type(message).__name__}")
     if percent is None:
         if current is None or not total:
             raise ValueError("progress() needs a percent, or current= with a positive total=")
