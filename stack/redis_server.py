@@ -75,7 +75,7 @@ class RedisServer:
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode() if self.process.stderr else ""
                 raise RuntimeError(f"redis-server exited at start: {error or self._log_tail()}")
-            if self._answers_ping():
+            if self._serving_pid() == self.process.pid:
                 return self
             time.sleep(0.02)
         self.stop()
@@ -107,13 +107,23 @@ class RedisServer:
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
-    def _answers_ping(self) -> bool:
+    def _serving_pid(self) -> int | None:
+        """The pid of the server answering on our port: ours, or another that took the port first."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                sock.sendall(b"INFO server\r\n")
+                reply = b""
+                while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
         except OSError:
-            return False
+            return None
+        for line in reply.decode(errors="replace").splitlines():
+            if line.startswith("process_id:"):
+                return int(line.partition(":")[2])
+        return None
 
     def _log_tail(self) -> str:
         log = self.directory / "redis.log"
