@@ -57,6 +57,15 @@ class Settings(BaseSettings):
         ge=8,
         description="Events buffered per SSE client; a client further behind re-reads from Redis instead.",
     )
+    redis_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="A Redis command or connect taking longer fails (503)."
+    )
+    hub_ping_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="The hub pings Redis this often; silent for two intervals, its connection is replaced.",
+    )
     redis_pool_size: int = Field(
         default=8, ge=2, description="Redis connections one web process uses, however many clients it serves."
     )

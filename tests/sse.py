@@ -46,3 +46,13 @@ async def read_events(
 
 def ids(events: list[Event]) -> list[int]:
     return [int(event.id) for event in events if event.id]
+
+
+async def read_to_the_end(client: httpx.AsyncClient, job_id: str, *, deadline_s: float = 30) -> list[Event]:
+    """Like a reconnecting client (EventSource): resume with the last id until the terminal event."""
+    events: list[Event] = []
+    with anyio.fail_after(deadline_s):
+        while not events or not events[-1].is_terminal:
+            last = next((event.id for event in reversed(events) if event.id), None)
+            events += await read_events(client, job_id, last_event_id=last, deadline_s=deadline_s)
+    return events

@@ -310,3 +310,20 @@ async def test_task_stops_at_its_next_progress_call_after_cancel(make_stack: Sta
             await anyio.sleep(0.02)
     assert await stack.redis.zscore(abort_jobs_ss, job["id"]) is None
     assert (await stack.job(job["id"]))["status"] == "cancelled"
+
+
+async def test_cancel_aborts_a_task_that_never_reports_progress(stack: Stack) -> None:
+    """arq's abort itself, not progress(), has to stop a task sleeping between updates."""
+    job = await stack.submit(steps=2, interval_ms=60_000)
+    await wait_for_status(stack, job["id"], "running")
+    worker = stack.worker.worker
+    assert worker is not None
+    with anyio.fail_after(5):
+        while not worker.job_tasks:
+            await anyio.sleep(0.02)
+    assert (await stack.client.delete(f"/jobs/{job['id']}")).status_code == 200
+    with anyio.fail_after(3):
+        while worker.job_tasks:
+            await anyio.sleep(0.02)
+    events = await read_events(stack.client, job["id"])
+    assert [e.data["status"] for e in events if e.event == "status"] == ["queued", "running", "cancelled"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from jobpulse import keys
@@ -22,6 +23,8 @@ from jobpulse.events import from_live_message
 from web.subscription import EventSource, Subscription
 
 logger = logging.getLogger(__name__)
+
+_PING = "jobpulse-hub"
 
 
 class HubUnavailable(Exception):
@@ -43,11 +46,13 @@ class Hub:
         *,
         max_buffered: int,
         subscribe_timeout_s: float = 5.0,
+        ping_interval_s: float = 5.0,
     ) -> None:
         self._redis = redis
         self._source = source
         self._max_buffered = max_buffered
         self._subscribe_timeout_s = subscribe_timeout_s
+        self._ping_interval_s = ping_interval_s
         self._channels: dict[bytes, _Channel] = {}
         self._pubsub: PubSub | None = None
         self._connected = asyncio.Event()
@@ -106,6 +111,9 @@ class Hub:
         except TimeoutError:
             self.release(subscription)
             raise HubUnavailable("Redis did not confirm the subscription in time") from None
+        except BaseException:  # the request was cancelled while waiting
+            self.release(subscription)
+            raise
         return subscription
 
     def release(self, subscription: Subscription) -> None:
@@ -161,10 +169,7 @@ class Hub:
             try:
                 pubsub = await self._connect()
                 backoff = 0.05
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._dispatch(message)
+                await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -175,6 +180,27 @@ class Hub:
             await self._close_pubsub()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Dispatch messages until the connection fails or goes silent.
+
+        A connection can die without being closed (a NAT entry dropped, a network partition): reads then
+        simply time out, and every stream would wait for ever while keep-alives hide it from clients. So
+        the hub pings, and a connection that has said nothing for two ping intervals counts as lost.
+        """
+        loop = asyncio.get_running_loop()
+        last_heard = last_ping = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=min(1.0, self._ping_interval_s))
+            now = loop.time()
+            if message is not None:
+                last_heard = now
+                self._dispatch(message)
+            elif now - last_heard > 2 * self._ping_interval_s:
+                raise RedisConnectionError(f"no answer from Redis for {now - last_heard:.1f} s")
+            if now - last_ping >= self._ping_interval_s:
+                await pubsub.ping(_PING)
+                last_ping = now
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]

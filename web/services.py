@@ -30,14 +30,20 @@ class Services:
             settings.redis_url,
             max_connections=settings.redis_pool_size + 1,
             timeout=10,
-            socket_connect_timeout=5,
+            socket_connect_timeout=settings.redis_timeout_s,
+            socket_timeout=settings.redis_timeout_s,
             socket_keepalive=True,
             health_check_interval=30,
             client_name=WEB_CLIENT_NAME,
         )
         redis = ArqRedis(connection_pool=pool)
         store = JobStore(redis, settings)
-        hub = Hub(redis, store, max_buffered=settings.subscriber_buffer)
+        hub = Hub(
+            redis,
+            store,
+            max_buffered=settings.subscriber_buffer,
+            ping_interval_s=settings.hub_ping_interval_s,
+        )
         await hub.start()
         return cls(settings, redis, store, JobQueue(redis, settings.queue_name), hub)
 

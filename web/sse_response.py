@@ -7,17 +7,21 @@ and the subscription is released in `finally` the moment the client disconnects.
 """
 
 import asyncio
+import logging
 
 from fastapi.sse import EventSourceResponse
+from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from jobpulse.sse import encode_comment, encode_retry
 from web.hub import Hub
 from web.subscription import Subscription
 
+logger = logging.getLogger(__name__)
+
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-# The reconnection delay suggested to clients whose stream ends because this process is stopping.
+# The reconnection delay suggested to clients whose stream is cut short (shutdown, Redis unavailable).
 RECONNECT_SOON_MS = 250
 
 
@@ -51,13 +55,17 @@ class SubscriptionResponse(EventSourceResponse):
         await send({"type": "http.response.body", "body": encode_comment("connected"), "more_body": True})
         keepalive = encode_comment("keep-alive")
         retry = encode_retry(self._retry_ms)  # rides in front of the first event
-        while (chunk := await self._subscription.next_chunk(self._keepalive_s)) is not None:
-            if chunk:
-                body, retry = retry + chunk, b""
-            else:
-                body = keepalive
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-        # Cut short by a shutdown: reconnect soon (the `retry:` line takes effect as soon as it is read).
+        try:
+            while (chunk := await self._subscription.next_chunk(self._keepalive_s)) is not None:
+                if chunk:
+                    body, retry = retry + chunk, b""
+                else:
+                    body = keepalive
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        except RedisError as exc:
+            # Catching up needs Redis; without it, end the stream cleanly and let the client resume.
+            logger.warning("job %s: stream ended, Redis unavailable: %s", self._subscription.job_id, exc)
+        # Cut short (shutdown, Redis gone): reconnect soon; a `retry:` line takes effect once it is read.
         ending = encode_retry(RECONNECT_SOON_MS) if not self._subscription.finished else b""
         await send({"type": "http.response.body", "body": ending, "more_body": False})
 

@@ -14,7 +14,7 @@ from typing import Protocol
 from jobpulse.events import StoredEvent
 from jobpulse.store import JobState, lost_event_sse
 
-# Events read from Redis per round trip while catching up.
+# Events read from Redis per round trip while catching up, at most: also bounded by the buffer size.
 _FETCH_BATCH = 500
 
 
@@ -29,6 +29,7 @@ class Subscription:
         self.job_id = job_id
         self._source = source
         self._max_buffered = max_buffered
+        self._fetch_batch = min(_FETCH_BATCH, max_buffered)
         self._queue: deque[StoredEvent] = deque()
         self._tail = after  # id of the newest event handed out or queued
         self._early: dict[int, StoredEvent] = {}  # live events that arrived ahead of a gap being filled
@@ -100,7 +101,7 @@ class Subscription:
         self._behind = False
         self._fetching = True
         try:
-            events = await self._source.read_events(self.job_id, self._tail, _FETCH_BATCH)
+            events = await self._source.read_events(self.job_id, self._tail, self._fetch_batch)
         finally:
             self._fetching = False
         prefix = b""
@@ -112,7 +113,7 @@ class Subscription:
             if event.id > self._tail:
                 self._queue.append(event)
                 self._tail = event.id
-        if len(events) == _FETCH_BATCH:
+        if len(events) == self._fetch_batch:
             self._behind = True  # more to read
         self._splice_early()
         return prefix + (self._take_queued() if self._queue else b"")

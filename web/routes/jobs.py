@@ -1,5 +1,7 @@
 """Submit, inspect and cancel jobs."""
 
+import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -117,13 +119,13 @@ async def submit_job(
     state = await store.create(job_id, task, params_json)
     try:
         await queue.enqueue(task, job_id, params_json)
-    except Exception as exc:
+    except BaseException:  # including cancellation: a job nobody will run must not stay `queued`
         logger.exception("job %s: enqueue failed", job_id)
-        try:
-            await store.set_status(job_id, JobStatus.FAILED, attempt=0, error="could not be queued")
-        except RedisError:
-            pass
-        raise exc
+        with contextlib.suppress(RedisError):
+            await asyncio.shield(
+                store.set_status(job_id, JobStatus.FAILED, attempt=0, error="could not be queued")
+            )
+        raise
     response.headers["Location"] = f"/jobs/{job_id}"
     return state.view()
 
