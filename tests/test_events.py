@@ -265,3 +265,12 @@ async def test_garbage_on_a_live_channel_is_ignored(stack: Stack) -> None:
     events = await reader
     assert_complete(events)
     assert stack.web.services.hub.reconnects == 0
+
+
+async def test_new_streams_are_refused_with_503_once_shutdown_began(stack: Stack) -> None:
+    job = await stack.submit(steps=1, interval_ms=0, start_delay_ms=60_000)
+    stack.web.services.hub.close_streams()
+    response = await stack.client.get(f"/jobs/{job['id']}/events")
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert "shutting down" in response.json()["detail"]

@@ -55,9 +55,13 @@ def install_error_handlers(app: FastAPI) -> None:
             503, f"The job could not be queued ({exc}); submit it again.", {"Retry-After": RETRY_AFTER_S}
         )
 
+    async def no_streams(_: Request, exc: Exception) -> JSONResponse:
+        detail = f"Cannot stream events right now: {exc}; retry shortly."
+        return _error(503, detail, {"Retry-After": RETRY_AFTER_S})
+
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(EnqueueFailed, not_queued)
     app.add_exception_handler(JobNotFound, not_found)
     app.add_exception_handler(JobAlreadyFinished, finished)
-    for redis_down in (RedisError, HubUnavailable):
-        app.add_exception_handler(redis_down, unavailable)
+    app.add_exception_handler(RedisError, unavailable)
+    app.add_exception_handler(HubUnavailable, no_streams)
