@@ -36,10 +36,10 @@ def encode_comment(text: str = "") -> bytes:
 
 
 def encode_retry(milliseconds: int) -> bytes:
-    """A `retry:` field line, to put in front of an event's lines.
+    """A `retry:` field line: the client's reconnection delay, applied as soon as the line is read.
 
-    Sent inside the first event rather than as a block of its own: a block holding only `retry:` is not
-    an event by the spec, but several client libraries (httpx-sse among them) hand it to the application
-    as an event with empty data.
+    No blank line follows it: a block holding only `retry:` is not an event by the spec, but several
+    client libraries (httpx-sse among them) hand it to the application as an event with empty data.
+    The next event's lines simply follow it.
     """
     return f"retry: {int(milliseconds)}\n".encode()

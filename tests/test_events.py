@@ -135,12 +135,11 @@ async def test_stream_headers_opening_comment_and_keepalive(make_stack: StackFac
                 received += chunk
                 if received.count(b": keep-alive") >= 2:
                     break
-    assert received.startswith(b": connected\n")
-    assert b"retry: 1234\nid: 1\nevent: status\n" in received
+    assert received.startswith(b": connected\nretry: 1234\nid: 1\nevent: status\n")
 
 
 async def test_opening_bytes_arrive_before_any_event(stack: Stack) -> None:
-    """A client resuming at the newest event of a waiting job still gets bytes at once."""
+    """A client resuming at the newest event of a waiting job gets bytes and the retry hint at once."""
     job = await stack.submit(steps=1, interval_ms=0, start_delay_ms=60_000)
     await anyio.sleep(0.3)  # let it start: `running` is event 2
     state = await stack.job(job["id"])
@@ -148,7 +147,7 @@ async def test_opening_bytes_arrive_before_any_event(stack: Stack) -> None:
     async with stack.client.stream("GET", f"/jobs/{job['id']}/events", headers=headers) as response:
         with anyio.fail_after(2):
             first = await response.aiter_bytes().__anext__()
-    assert first == b": connected\n"
+    assert first == b": connected\nretry: 2000\n"
 
 
 async def test_unknown_job_stream_is_404_json(stack: Stack) -> None:

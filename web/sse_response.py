@@ -51,17 +51,14 @@ class SubscriptionResponse(EventSourceResponse):
 
     async def _write(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        # The first bytes go out at once, so clients and proxies see a live stream before any event.
-        await send({"type": "http.response.body", "body": encode_comment("connected"), "more_body": True})
+        # The first bytes go out at once, so clients and proxies see a live stream before any event; the
+        # `retry:` line takes effect as soon as a client reads it, event or no event.
+        opening = encode_comment("connected") + encode_retry(self._retry_ms)
+        await send({"type": "http.response.body", "body": opening, "more_body": True})
         keepalive = encode_comment("keep-alive")
-        retry = encode_retry(self._retry_ms)  # rides in front of the first event
         try:
             while (chunk := await self._subscription.next_chunk(self._keepalive_s)) is not None:
-                if chunk:
-                    body, retry = retry + chunk, b""
-                else:
-                    body = keepalive
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await send({"type": "http.response.body", "body": chunk or keepalive, "more_body": True})
         except RedisError as exc:
             # Catching up needs Redis; without it, end the stream cleanly and let the client resume.
             logger.warning("job %s: stream ended, Redis unavailable: %s", self._subscription.job_id, exc)

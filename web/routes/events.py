@@ -23,9 +23,10 @@ Every event has `id:` (send it back as `Last-Event-ID` to resume), `event:` and 
 | `progress` | `ProgressEvent` | |
 | `lost` | `LostEvent` | no `id:`; the events you asked to resume after are no longer retained |
 
-The stream opens with a `: connected` comment at once, puts a `retry:` hint in front of the first event,
-and sends a `: keep-alive` comment whenever it has been idle for `JOBPULSE_KEEPALIVE_S` seconds. A stream
-cut short (the server stopping, Redis unavailable) ends with a short `retry:`: reconnect and resume.
+The stream opens at once with a `: connected` comment and a `retry:` line (no blank line follows
+either, so no client library mistakes them for an event), and sends a `: keep-alive` comment whenever
+it has been idle for `JOBPULSE_KEEPALIVE_S` seconds. A stream cut short (the server stopping, Redis
+unavailable) ends with a short `retry:`: reconnect and resume.
 """
 
 
