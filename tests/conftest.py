@@ -5,7 +5,6 @@ talks to any other Redis and only flushes the database of the server it started.
 """
 
 import asyncio
-import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -78,9 +77,19 @@ class WorkerProcess:
 
     async def stop(self) -> None:
         """Stop as arq does on SIGTERM: running jobs are cancelled (and re-queued by arq)."""
+        # Not handle_sig(): it would also cancel arq's main loop wherever it is; see below.
         if self._task is not None and self.worker is not None:
-            self.worker.handle_sig(signal.SIGTERM)
-            await asyncio.gather(*self.worker.tasks.values(), self._task, return_exceptions=True)
+            worker = self.worker
+            for job in worker.tasks.values():
+                job.cancel()  # what SIGTERM does to running jobs: arq re-queues them
+            # Let arq's loop return by itself after its current poll: cancelling it mid-poll can strand a
+            # pipeline holding a connection (an "Unclosed client session" warning at garbage collection).
+            worker.allow_pick_jobs = False
+            worker.burst, worker.max_burst_jobs = True, 0
+            done, _ = await asyncio.wait({self._task}, timeout=self.settings.worker_poll_delay_s + 5)
+            if not done:
+                self._task.cancel()
+            await asyncio.gather(*worker.tasks.values(), self._task, return_exceptions=True)
             # arq records a job's end in a shielded task that outlives the cancelled job: let it finish
             # before its connection pool goes away.
             await asyncio.gather(*_arq_finishing_tasks(), return_exceptions=True)
