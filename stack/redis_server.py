@@ -130,7 +130,11 @@ class RedisServer:
         return log.read_text(errors="replace")[-2000:] if log.exists() else ""
 
     def __enter__(self) -> "RedisServer":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()  # __exit__ will not run
+            raise
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
