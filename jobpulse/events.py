@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from jobpulse.sse import encode_event
-from jobpulse.status import EventType
 
 # Stream entry field names.
 TYPE_FIELD = b"type"
@@ -17,7 +16,7 @@ DATA_FIELD = b"data"
 FINAL_FIELD = b"final"
 
 
-@dataclass(frozen=True, slots=False)
+@dataclass(frozen=True)  # no slots: `sse` is a cached_property
 class StoredEvent:
     id: int
     type: str
@@ -28,14 +27,6 @@ class StoredEvent:
     def sse(self) -> bytes:
         """The event on the wire, encoded once however many subscribers receive it."""
         return encode_event(self.data, event=self.type, event_id=str(self.id))
-
-    @property
-    def is_status(self) -> bool:
-        return self.type == EventType.STATUS
-
-
-def stream_entry_id(event_id: int) -> str:
-    return f"0-{event_id}"
 
 
 def event_id_from_entry(entry_id: bytes | str) -> int:

@@ -218,7 +218,7 @@ class JobStore:
             "created_at": now,
             "params": to_json(params),
         }
-        await self._run(
+        event_id = await self._run(
             job_id,
             mode="create",
             event_type=EventType.STATUS,
@@ -226,10 +226,24 @@ class JobStore:
             final=False,
             fields=fields,
         )
-        state = await self.get(job_id)
-        if state is None:  # expired within the same breath: only with a broken Redis configuration
-            raise JobNotFound(job_id)
-        return state
+        # Exactly what the script just wrote: no need to read it back.
+        return JobState(
+            id=job_id,
+            task=task,
+            status=JobStatus.QUEUED,
+            progress=0.0,
+            message=None,
+            current=None,
+            total=None,
+            attempt=0,
+            created_at=now,
+            started_at=None,
+            finished_at=None,
+            result=None,
+            error=None,
+            params=dict(params),
+            last_event_id=event_id,
+        )
 
     async def set_status(
         self,

@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """`with RedisServer() as redis: redis.url` — or `start()`/`stop()`, and `restart()` for fault tests."""
+    """`with RedisServer() as redis: redis.url` — or `start()`/`stop()`, e.g. to take Redis away in a test."""
 
     def __init__(self, port: int | None = None, *, appendonly: bool = False, directory: Path | None = None):
         self.port = port or free_port()
@@ -92,15 +92,6 @@ class RedisServer:
         if self.process is not None and self.process.stderr:
             self.process.stderr.close()
         self.process = None
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def cleanup(self) -> None:
         self.stop()
