@@ -5,6 +5,8 @@ everything else is ``JOBPULSE_``-prefixed. Build it where the process starts (ap
 never at import time, so tests can pass their own.
 """
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -68,4 +70,21 @@ class Settings(BaseSettings):
     )
     redis_pool_size: int = Field(
         default=8, ge=2, description="Redis connections one web process uses, however many clients it serves."
+    )
+
+    # Uploads (both sides: the web writes them, the worker reads and sweeps them)
+    upload_dir: Path = Field(
+        default=Path("var/uploads"),
+        description="Directory the web app stores uploads in and the worker reads them from (shared).",
+    )
+    max_upload_bytes: int = Field(
+        default=1024**3, ge=1, description="Largest accepted upload; a larger one is refused with 413."
+    )
+    upload_retention_s: int = Field(
+        default=86_400, ge=60, description="Uploaded files older than this are deleted by the worker."
+    )
+    upload_throttle_bytes_per_s: int = Field(
+        default=0,
+        ge=0,
+        description="Process uploads no faster than this, so the bars visibly move in demos; 0 = no limit.",
     )

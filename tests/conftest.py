@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -44,12 +45,13 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer) -> Settings:
+def settings(redis_server: RedisServer, tmp_path: Path) -> Settings:
     return Settings(
         redis_url=redis_server.url,
         queue_name=f"test:{uuid.uuid4().hex[:8]}",
         worker_poll_delay_s=0.05,
         keepalive_s=15,
+        upload_dir=tmp_path / "uploads",
     )
 
 

@@ -19,9 +19,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture
-def env(redis_server: RedisServer) -> dict[str, str]:
+def env(redis_server: RedisServer, tmp_path: Path) -> dict[str, str]:
     return process_env(
         redis_server.url,
+        JOBPULSE_UPLOAD_DIR=str(tmp_path / "uploads"),
         JOBPULSE_QUEUE_NAME=f"e2e:{uuid.uuid4().hex[:8]}",
         JOBPULSE_PROGRESS_INTERVAL_MS="0",
         JOBPULSE_WORKER_POLL_DELAY_S="0.05",

@@ -40,6 +40,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     data = tmp_path_factory.mktemp("redis-data")
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("JOBPULSE_")}
+    env["JOBPULSE_UPLOAD_DIR"] = str(data / "uploads")
     log = (data / "stack.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "stack", "--port", str(port), "--data", str(data)],

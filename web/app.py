@@ -11,8 +11,9 @@ from pydantic import BaseModel
 from jobpulse.models import LostEvent, ProgressEvent, StatusEvent, SubmitJob
 from jobpulse.settings import Settings
 from jobpulse.tasks import TASK_PARAMS
+from jobpulse.uploads import UploadStorage
 from web.errors import install_error_handlers
-from web.routes import events, jobs
+from web.routes import events, jobs, pages, uploads
 from web.services import Services
 from web.shutdown import on_stop_signal
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        UploadStorage(settings.upload_dir).ensure()
         services = await Services.start(settings)
         app.state.services = services
         try:
@@ -69,6 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(uploads.router)
+    app.include_router(pages.router)
+    app.mount("/static", pages.static_files(), name="static")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

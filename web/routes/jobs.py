@@ -17,6 +17,7 @@ from jobpulse.store import JobNotFound, JobState, JobStore
 from jobpulse.tasks import TASK_PARAMS, TaskParams
 from web.deps import QueueDep, SettingsDep, StoreDep
 from web.errors import ERROR_BODY, BadRequest
+from web.queue import JobQueue
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,17 @@ async def _read_submission(request: Request, limit: int) -> tuple[str, TaskParam
                 }
             ],
         )
+    if params_model.started_by is not None:
+        raise BadRequest(
+            422,
+            [
+                {
+                    "loc": ["body", "task"],
+                    "msg": f"Task {submission.task!r} is started by {params_model.started_by}, not here.",
+                    "type": "not_submittable",
+                }
+            ],
+        )
     try:
         params = params_model.model_validate(submission.params)
     except ValidationError as exc:
@@ -114,7 +126,13 @@ async def submit_job(
 ) -> JobView:
     """Validate `params` against the task's params model, record the job as `queued` and enqueue it."""
     task, params = await _read_submission(request, settings.max_body_bytes)
-    job_id = new_job_id()
+    view = await start_job(store, queue, new_job_id(), task, params)
+    response.headers["Location"] = f"/jobs/{view.id}"
+    return view
+
+
+async def start_job(store: JobStore, queue: JobQueue, job_id: str, task: str, params: TaskParams) -> JobView:
+    """Record the job as `queued` and enqueue it; a job that could not be enqueued is marked `failed`."""
     params_json = params.model_dump(mode="json")
     state = await store.create(job_id, task, params_json)
     try:
@@ -126,7 +144,6 @@ async def submit_job(
                 store.set_status(job_id, JobStatus.FAILED, attempt=0, error="could not be queued")
             )
         raise
-    response.headers["Location"] = f"/jobs/{job_id}"
     return state.view()
 
 

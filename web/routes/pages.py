@@ -1,0 +1,33 @@
+"""The demo upload page at `/` and the static files it and other apps load from `/static/`.
+
+Plain files from the package: no build step and no CDN, so the page works offline.
+"""
+
+from functools import cache
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from web.deps import SettingsDep
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+router = APIRouter(include_in_schema=False)
+
+
+@cache
+def _index_template() -> str:
+    return (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(settings: SettingsDep) -> HTMLResponse:
+    """The page, told the upload limit so it can refuse a too-large file before sending a byte."""
+    html = _index_template().replace("__MAX_UPLOAD_BYTES__", str(settings.max_upload_bytes))
+    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=STATIC_DIR)
