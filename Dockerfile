@@ -19,6 +19,8 @@ COPY web ./web
 COPY worker ./worker
 COPY stack ./stack
 RUN pip install --no-cache-dir . && rm -rf build *.egg-info
+# The uploads volume: a new named volume takes this directory's owner, so the non-root user can write it.
+RUN mkdir -p /data/uploads && chown jobpulse:jobpulse /data/uploads
 
 USER jobpulse
 EXPOSE 8000

@@ -102,6 +102,15 @@ def test_web_runs_uvicorn_and_checks_its_health() -> None:
     assert "http://127.0.0.1:8000/openapi.json" in web
 
 
+def test_web_and_worker_share_the_uploads_volume() -> None:
+    for name in ("web", "worker"):
+        service = _service(name)
+        assert "JOBPULSE_UPLOAD_DIR: /data/uploads" in service, name
+        assert re.search(r"^      - uploads:/data/uploads$", service, re.MULTILINE), name
+    assert re.search(r"^volumes:\n(?:  .*\n)*  uploads:$", COMPOSE_FILE.read_text(), re.MULTILINE)
+    assert "chown jobpulse:jobpulse /data/uploads" in DOCKERFILE.read_text()
+
+
 def test_compose_commands_name_real_entry_points() -> None:
     """`arq worker.WorkerSettings` and `uvicorn web.app:app` resolve (neither connects to Redis)."""
     import web.app

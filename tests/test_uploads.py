@@ -5,6 +5,7 @@ import hashlib
 import io
 import itertools
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -324,3 +325,18 @@ async def test_uploads_older_than_the_retention_are_swept_by_the_worker(make_sta
         while job["id"] in stored(stack):
             await asyncio.sleep(0.05)
     assert fresh["id"] in stored(stack)
+
+
+async def test_a_large_upload_is_streamed_to_disk_not_held_in_memory(stack: Stack, tmp_path: Path) -> None:
+    size = 160 * 1024 * 1024
+    source = tmp_path / "sparse.bin"
+    with source.open("wb") as f:
+        f.truncate(size)  # a sparse file: nothing of it is in this process's memory either
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with source.open("rb") as f:
+        response = await stack.client.post("/uploads", files={"file": ("sparse.bin", f)})
+    assert response.status_code == 202, response.text
+    done = final_status(await read_events(stack.client, response.json()["id"], deadline_s=60))
+    assert done["result"]["size"] == size
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grown_mib < 48, f"peak memory grew by {grown_mib:.0f} MiB for a 160 MiB upload"

@@ -64,13 +64,13 @@ async def _read_submission(request: Request, limit: int) -> tuple[str, TaskParam
         raise BadRequest(422, _validation_errors(exc, "body")) from None
     params_model = TASK_PARAMS.get(submission.task)
     if params_model is None:
-        known = ", ".join(sorted(TASK_PARAMS))
+        known = ", ".join(sorted(name for name, model in TASK_PARAMS.items() if model.started_by is None))
         raise BadRequest(
             422,
             [
                 {
                     "loc": ["body", "task"],
-                    "msg": f"Unknown task {submission.task!r}; registered tasks: {known}.",
+                    "msg": f"Unknown task {submission.task!r}; tasks you can submit here: {known}.",
                     "type": "unknown_task",
                 }
             ],
