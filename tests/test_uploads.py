@@ -320,7 +320,7 @@ async def test_uploads_older_than_the_retention_are_swept_by_the_worker(make_sta
     fresh = await upload(stack, "fresh.txt", b"fresh\n")
     old = time.time() - 7200
     os.utime(stack.settings.upload_dir / job["id"], (old, old))
-    await stack.worker.start()  # the sweep runs at start-up, then every minute
+    await stack.worker.start()  # the sweep runs at start-up, then every five minutes
     with anyio.fail_after(10):
         while job["id"] in stored(stack):
             await asyncio.sleep(0.05)

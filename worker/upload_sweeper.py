@@ -1,4 +1,4 @@
-"""Deletes uploads older than `JOBPULSE_UPLOAD_RETENTION_S`, once a minute, as an arq cron job.
+"""Deletes uploads older than `JOBPULSE_UPLOAD_RETENTION_S` at start-up and every 5 minutes (arq cron).
 
 arq runs a cron job once per tick however many workers there are (its job id is unique per run), so
 scaling workers does not multiply the sweeping.
@@ -22,4 +22,6 @@ def upload_sweeper(storage: UploadStorage, retention_s: int) -> CronJob:
             logger.info("removed %d old uploads from %s", len(removed), storage.directory)
         return len(removed)
 
-    return cron(sweep_uploads, name="sweep_uploads", run_at_startup=True, keep_result=0)
+    return cron(
+        sweep_uploads, name="sweep_uploads", minute=set(range(0, 60, 5)), run_at_startup=True, keep_result=0
+    )
