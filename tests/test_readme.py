@@ -1,5 +1,6 @@
 """The README's two commands and its curl session, run as a newcomer would run them."""
 
+import hashlib
 import json
 import os
 import re
@@ -9,9 +10,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from stack.redis_server import free_port
 from tests.processes import ROOT
@@ -71,9 +74,11 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert not (data / "appendonlydir").exists() or any((data / "appendonlydir").iterdir())
 
 
-def run_curl(command: str, url: str, job_id: str = "ID") -> str:
+def run_curl(command: str, url: str, job_id: str = "ID", upload: Path | None = None) -> str:
     command = command.replace("localhost:8000", url.removeprefix("http://"))
     args = [re.sub(r"/jobs/ID\b", f"/jobs/{job_id}", arg) for arg in shlex.split(command)]
+    if upload is not None:
+        args = [f"file=@{upload}" if arg == "file=@photo.png" else arg for arg in args]
     result = subprocess.run(
         [*args, "--max-time", "30", "--silent", "--show-error"], capture_output=True, timeout=60
     )
@@ -83,7 +88,7 @@ def run_curl(command: str, url: str, job_id: str = "ID") -> str:
 
 def test_readme_curl_session_works_as_shown(system: str) -> None:
     commands = curl_commands()
-    submit, get, stream, resume_header, resume_query, cancel = commands
+    submit, get, stream, resume_header, resume_query, cancel, _ = commands
     assert "POST" in submit and "DELETE" in cancel
 
     job = json.loads(run_curl(submit, system))
@@ -103,6 +108,21 @@ def test_readme_curl_session_works_as_shown(system: str) -> None:
     other = json.loads(run_curl(submit, system))
     cancelled = json.loads(run_curl(cancel, system, other["id"]))
     assert cancelled["status"] == "cancelled"
+
+
+def test_readme_upload_example_works_as_shown(system: str, tmp_path: Path) -> None:
+    (upload,) = [command for command in curl_commands() if "/uploads" in command]
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (640, 480), "teal").save(photo)
+    job = json.loads(run_curl(upload, system, upload=photo))
+    assert job["task"] == "process_upload" and job["status"] == "queued"
+    events = run_curl(f"curl -N localhost:8000{job['events_url']}", system)
+    done = json.loads(events.rstrip().splitlines()[-1].removeprefix("data: "))
+    shown = json.loads(code_blocks("json")[1])
+    assert done["status"] == "succeeded"
+    assert set(done["result"]) == set(shown)
+    assert done["result"]["filename"] == shown["filename"] and done["result"]["image"] == shown["image"]
+    assert done["result"]["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
 
 
 def test_readme_task_example_is_simulate_minus_its_options() -> None:
