@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         description="Directory the web app stores uploads in and the worker reads them from (shared).",
     )
     max_upload_bytes: int = Field(
-        default=1024**3, ge=1, description="Largest accepted upload; a larger one is refused with 413."
+        default=1_000_000_000, ge=1, description="Largest accepted upload; a larger one is refused with 413."
     )
     upload_retention_s: int = Field(
         default=86_400, ge=60, description="Uploaded files older than this are deleted by the worker."

@@ -95,6 +95,8 @@ class WorkerProcess:
             # arq records a job's end in a shielded task that outlives the cancelled job: let it finish
             # before its connection pool goes away.
             await asyncio.gather(*_arq_finishing_tasks(), return_exceptions=True)
+            if worker.on_shutdown is not None:
+                await worker.on_shutdown(worker.ctx)
             await self.worker.pool.aclose()
         self._task = None
 

@@ -13,7 +13,8 @@ from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
 from jobpulse.tasks import SimulateParams
-from worker.lifecycle import STORE_KEY, lifecycle_task
+from worker.errors import TaskFailed
+from worker.lifecycle import STORE_KEY, describe, lifecycle_task
 from worker.progress import progress
 
 pytestmark = pytest.mark.anyio
@@ -161,3 +162,9 @@ async def test_failure_after_cancellation_with_progress_pending_is_quiet(
         redis, settings.model_copy(update={"progress_interval_ms": 10_000}), impl, job_id=job_id
     )
     assert statuses(history) == ["queued", "running", "cancelled"]
+
+
+def test_a_task_failed_error_is_shown_without_its_class_name() -> None:
+    assert describe(TaskFailed("photo.csv is not UTF-8 text")) == "photo.csv is not UTF-8 text"
+    assert describe(ValueError("bad value")) == "ValueError: bad value"
+    assert describe(TaskFailed()) == "TaskFailed"

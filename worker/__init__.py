@@ -6,9 +6,10 @@ when this package is imported.
 
 from typing import Any
 
+from worker.errors import TaskFailed
 from worker.progress import JobAborted, progress
 
-__all__ = ["JobAborted", "WorkerSettings", "progress"]
+__all__ = ["JobAborted", "TaskFailed", "WorkerSettings", "progress"]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobAlreadyFinished, JobNotFound, JobStore, JobStoreError
 from jobpulse.tasks import TaskParams
+from worker.errors import TaskFailed
 from worker.progress import REPORTER_KEY, JobAborted, ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,10 @@ ArqCoroutine = Callable[..., Awaitable[Any]]
 
 
 def describe(exc: BaseException) -> str:
+    """The job's `error` for `exc`: a `TaskFailed` message as it is, anything else with its class name."""
     text = str(exc)
+    if isinstance(exc, TaskFailed) and text:
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -11,7 +11,7 @@ from jobpulse.tasks import TASK_PARAMS
 from jobpulse.uploads import UploadStorage
 from worker.lifecycle import STORE_KEY, lifecycle_task
 from worker.tasks import TASK_IMPLS
-from worker.tasks.process_upload import THROTTLE_KEY, UPLOADS_KEY
+from worker.tasks.process_upload import UPLOADS_KEY, UploadReading
 from worker.upload_sweeper import upload_sweeper
 
 # arq's own timeout only backs ours up: ours fires first and is reported as a failure.
@@ -31,13 +31,13 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for `arq.Worker`; arq's CLI accepts such a dict as worker settings."""
     _check_registry()
 
-    uploads = UploadStorage(settings.upload_dir)
-
     async def on_startup(ctx: dict[str, Any]) -> None:
-        uploads.ensure()
         ctx[STORE_KEY] = JobStore(ctx["redis"], settings)
-        ctx[UPLOADS_KEY] = uploads
-        ctx[THROTTLE_KEY] = settings.upload_throttle_bytes_per_s
+        ctx[UPLOADS_KEY] = UploadReading.start(settings)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if UPLOADS_KEY in ctx:
+            ctx[UPLOADS_KEY].stop()
 
     functions = [
         func(
@@ -58,5 +58,6 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         "poll_delay": settings.worker_poll_delay_s,
         "keep_result": 60,
         "on_startup": on_startup,
-        "cron_jobs": [upload_sweeper(uploads, settings.upload_retention_s)],
+        "on_shutdown": on_shutdown,
+        "cron_jobs": [upload_sweeper(UploadStorage(settings.upload_dir), settings.upload_retention_s)],
     }

@@ -16,13 +16,15 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from worker.errors import TaskFailed
+
 CHUNK_BYTES = 1024 * 1024
 MAX_COLUMNS_SHOWN = 50
 MAX_COLUMN_NAME = 100
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ico"}
 
 
-class UnreadableUpload(Exception):
+class UnreadableUpload(TaskFailed):
     """The file is not what its name or type says (a `.csv` that is not UTF-8 CSV, say)."""
 
 
