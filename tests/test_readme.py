@@ -125,6 +125,14 @@ def test_readme_upload_example_works_as_shown(system: str, tmp_path: Path) -> No
     assert done["result"]["sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
 
 
+def test_readme_watch_job_snippet_is_the_example_pages_script() -> None:
+    """The snippet runs in tests/browser as /static/example.html; the README must show that very script."""
+    (snippet,) = code_blocks("html")
+    example = (ROOT / "web" / "static" / "example.html").read_text()
+    assert snippet.strip() in example
+    assert snippet.strip().startswith('<script type="module">') and snippet.strip().endswith("</script>")
+
+
 def test_readme_task_example_is_simulate_minus_its_options() -> None:
     (example,) = [block for block in code_blocks("python") if "async def simulate" in block]
     source = (ROOT / "worker" / "tasks" / "simulate.py").read_text()

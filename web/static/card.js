@@ -1,0 +1,712 @@
+/**
+ * One file's card on the upload page: its upload, then the job that processes it, from the first byte to
+ * the result, in two labelled progress bars and in words.
+ *
+ * The page decides when a card may upload and whether it may hold a live event stream (browsers allow
+ * six connections per origin over HTTP/1.1); a card without a stream polls its job instead.
+ *
+ * @module card
+ */
+
+import {
+  formatBytes,
+  formatCount,
+  formatDuration,
+  formatPercent,
+  formatRate,
+  formatRemaining,
+  RateMeter,
+} from "./format.js";
+import { watchJob } from "./jobpulse.js";
+import { forgetUpload, saveUpload } from "./saved.js";
+import { detailText, uploadFile } from "./upload.js";
+
+/** States of a card whose job the server is working on. */
+const ACTIVE = new Set(["queued", "running", "retrying"]);
+/** States after which nothing more will happen: the card can be dismissed. */
+const FINISHED = new Set(["succeeded", "failed", "cancelled", "refused", "upload-failed", "upload-cancelled", "missing"]);
+/** States in which a card's cancel button does something. */
+const CANCELLABLE = new Set(["waiting", "uploading", "sent", ...ACTIVE]);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+const POLL_MS = 1000;
+const MAX_POLL_MS = 10_000;
+const ESTIMATE_EVERY_MS = 1000;
+
+/** state: [word on the badge, tone] — the word carries the meaning; the tone only adds colour. */
+const BADGES = {
+  checking: ["Checking", "idle"],
+  refused: ["Not uploaded", "problem"],
+  waiting: ["Waiting", "idle"],
+  uploading: ["Uploading", "busy"],
+  sent: ["Uploading", "busy"],
+  "upload-failed": ["Upload failed", "problem"],
+  "upload-cancelled": ["Cancelled", "muted"],
+  queued: ["Queued", "idle"],
+  running: ["Processing", "busy"],
+  retrying: ["Retrying", "warning"],
+  succeeded: ["Done", "success"],
+  failed: ["Failed", "problem"],
+  cancelled: ["Cancelled", "muted"],
+  missing: ["Not found", "muted"],
+};
+
+const IMAGE_EXTENSIONS = new Set(["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff", "ico", "svg", "avif"]);
+const TABLE_EXTENSIONS = new Set(["csv", "tsv", "xls", "xlsx", "ods"]);
+const TEXT_EXTENSIONS = new Set(["txt", "md", "log", "json", "xml", "html", "yaml", "yml", "toml", "py", "js"]);
+
+let cardsMade = 0;
+
+/** `h("p", {class: "x"}, "text", child)`: an element with attributes and children. */
+function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+  element.append(...children);
+  return element;
+}
+
+function sentence(text) {
+  const trimmed = String(text ?? "").trim();
+  return /[.!?…]$/.test(trimmed) ? trimmed : `${trimmed}.`;
+}
+
+function fileKind(name) {
+  const dot = name.lastIndexOf(".");
+  const extension = dot > 0 ? name.slice(dot + 1).toLowerCase() : "";
+  let kind = "other";
+  if (IMAGE_EXTENSIONS.has(extension)) kind = "image";
+  else if (TABLE_EXTENSIONS.has(extension)) kind = "table";
+  else if (TEXT_EXTENSIONS.has(extension)) kind = "text";
+  const label = extension && extension.length <= 4 ? extension.toUpperCase() : "FILE";
+  return { kind, label };
+}
+
+export class UploadCard {
+  /**
+   * @param {{name: string, size: number, file?: File, jobId?: string, batch: number, index: number}} what
+   * @param {{announce: (text: string) => void, changed: () => void, remove: (card: UploadCard) => void}} page
+   */
+  constructor({ name, size, file = null, jobId = null, batch, index }, page) {
+    this.seq = cardsMade++;
+    this.key = `card-${this.seq}`;
+    this.name = name;
+    this.size = size;
+    this.file = file;
+    this.jobId = jobId;
+    this.eventsUrl = jobId ? `/jobs/${encodeURIComponent(jobId)}/events` : null;
+    this.batch = batch;
+    this.index = index;
+    this.page = page;
+
+    this.state = jobId ? "checking" : "waiting";
+    this.problem = ""; // why the card ended without a job result, in words
+    this.notice = ""; // a passing problem with an active card ("could not cancel")
+    this.retryable = false;
+    this.upload = { sent: jobId ? size : 0, started: 0, ended: 0, meter: new RateMeter(), estimate: null };
+    this.work = {
+      percent: 0,
+      message: "",
+      current: null,
+      total: null,
+      attempt: 0,
+      startedTs: null,
+      endedTs: null,
+      meter: new RateMeter(),
+      estimate: null,
+    };
+    this.error = "";
+    this.result = null;
+    this.lastEventId = 0;
+    this.connection = null;
+    this.unreachable = false;
+    this.cancelling = false;
+    this.cancelWhenUploaded = false;
+    this.transfer = null;
+    this.watcher = null;
+    this.pollTimer = null;
+    this.pollDelay = POLL_MS;
+    this.polling = false;
+    this.outcomeShows = "";
+
+    this.build();
+    this.render();
+  }
+
+  /** Nothing more will happen to this card. */
+  get finished() {
+    return FINISHED.has(this.state);
+  }
+
+  /** Its upload holds a connection. */
+  get uploading() {
+    return this.state === "uploading" || this.state === "sent";
+  }
+
+  /** Its job is under way: it wants a live event stream. */
+  get wantsStream() {
+    return ACTIVE.has(this.state);
+  }
+
+  // ---- building and drawing -------------------------------------------------------------------------
+
+  build() {
+    const { kind, label } = fileKind(this.name);
+    const nameId = `${this.key}-name`;
+    this.badge = h("p", { class: "badge" });
+    this.cancelButton = this.button("Cancel", "quiet", () => this.cancel());
+    this.retryButton = this.button("Retry", "quiet", () => this.retry());
+    this.dismissButton = this.button("Dismiss", "quiet", () => this.dismiss());
+    const head = h(
+      "header",
+      { class: "card-head" },
+      h("span", { class: "file-kind", "data-kind": kind, "aria-hidden": "true" }, label),
+      h(
+        "div",
+        { class: "file-title" },
+        h("h3", { class: "file-name", id: nameId, title: this.name }, this.name),
+        h("p", { class: "file-size" }, formatBytes(this.size)),
+      ),
+      this.badge,
+      h("div", { class: "card-actions" }, this.retryButton, this.cancelButton, this.dismissButton),
+    );
+    this.uploadMeter = this.meter("upload", "Upload");
+    this.workMeter = this.meter("processing", "Processing");
+    this.meters = h("div", { class: "meters" }, this.uploadMeter.root, this.workMeter.root);
+    this.outcome = h("div", { class: "outcome" });
+    this.article = h("article", { class: "card-body", "aria-labelledby": nameId }, head, this.outcome);
+    this.element = h("li", { class: "card" }, this.article);
+  }
+
+  button(text, style, onClick) {
+    const button = h(
+      "button",
+      { type: "button", class: `button ${style}` },
+      text,
+      h("span", { class: "visually-hidden" }, ` ${this.name}`),
+    );
+    button.addEventListener("click", () => {
+      if (button.getAttribute("aria-disabled") !== "true") onClick();
+    });
+    return button;
+  }
+
+  /** A labelled bar: its accessible name is "Upload of photo.png" / "Processing of photo.png". */
+  meter(kind, title) {
+    const id = `${this.key}-${kind}`;
+    const progress = h("progress", { id, max: "100", value: "0", "aria-describedby": `${id}-detail` });
+    const figure = h("span", { class: "meter-figure", "aria-hidden": "true" }, "0%");
+    const detail = h("p", { class: "meter-detail", id: `${id}-detail` });
+    const label = h("label", { for: id }, title, h("span", { class: "visually-hidden" }, ` of ${this.name}`));
+    const root = h("div", { class: "meter", "data-kind": kind }, h("div", { class: "meter-head" }, label, figure), progress, detail);
+    return { root, progress, figure, detail };
+  }
+
+  render() {
+    const state = this.state;
+    this.element.dataset.state = state;
+    const cancelling = this.cancelling || this.cancelWhenUploaded;
+    const reconnecting = ACTIVE.has(state) && (this.connection === "reconnecting" || this.unreachable);
+    let [word, tone] = BADGES[state];
+    if (cancelling) [word, tone] = ["Cancelling", "muted"];
+    else if (reconnecting) [word, tone] = ["Reconnecting", "warning"];
+    this.badge.textContent = word;
+    this.badge.dataset.tone = tone;
+    this.renderButtons(cancelling);
+
+    const hasBars = !["checking", "refused", "missing"].includes(state);
+    if (hasBars && !this.meters.isConnected) this.article.insertBefore(this.meters, this.outcome);
+    if (hasBars) {
+      this.renderUpload();
+      this.renderWork();
+    }
+    this.renderOutcome();
+  }
+
+  renderButtons(cancelling) {
+    const focused = this.element.contains(document.activeElement) ? document.activeElement : null;
+    this.cancelButton.hidden = !CANCELLABLE.has(this.state);
+    this.cancelButton.setAttribute("aria-disabled", String(cancelling));
+    this.retryButton.hidden = !(this.state === "upload-failed" && this.retryable && this.file);
+    this.dismissButton.hidden = !this.finished;
+    if (focused?.hidden) {
+      // Keep keyboard users where they were: the button they pressed gave way to another.
+      [this.retryButton, this.dismissButton, this.cancelButton].find((b) => !b.hidden)?.focus();
+    }
+  }
+
+  renderUpload() {
+    const { progress, figure, detail } = this.uploadMeter;
+    const upload = this.upload;
+    const percent = this.size > 0 ? (100 * upload.sent) / this.size : upload.ended ? 100 : 0;
+    setBar(progress, figure, percent);
+    const sent = `${formatBytes(upload.sent)} of ${formatBytes(this.size)}`;
+    let text;
+    switch (this.state) {
+      case "waiting":
+        text = "Waiting for other uploads to finish";
+        break;
+      case "uploading":
+        text = [sent, ...this.estimate(upload, this.size - upload.sent, performance.now())].join(" · ");
+        break;
+      case "sent":
+        text = `${formatBytes(this.size)} sent, waiting for the server to confirm`;
+        break;
+      case "upload-failed":
+        text = `Stopped after ${sent}`;
+        break;
+      case "upload-cancelled":
+        text = upload.started ? `Cancelled after ${sent}` : "Cancelled before it started";
+        break;
+      default: {
+        const took = upload.ended && upload.started ? ` in ${formatDuration((upload.ended - upload.started) / 1000)}` : "";
+        text = `${formatBytes(this.size)} sent${took}`;
+      }
+    }
+    detail.textContent = text;
+  }
+
+  renderWork() {
+    const { progress, figure, detail } = this.workMeter;
+    const work = this.work;
+    setBar(progress, figure, work.percent);
+    let text;
+    switch (this.state) {
+      case "waiting":
+      case "uploading":
+      case "sent":
+        text = "Starts once the file is uploaded";
+        break;
+      case "upload-failed":
+      case "upload-cancelled":
+        text = "Not started";
+        break;
+      case "queued":
+        text = "Queued, waiting for a worker";
+        break;
+      case "running": {
+        const left = work.total != null && work.current != null ? work.total - work.current : null;
+        const parts = [work.message || "Started"];
+        if (left !== null && work.meter.samples.length) parts.push(...this.estimate(work, left, Date.now()));
+        text = parts.join(" · ");
+        break;
+      }
+      case "retrying":
+        text = this.error ? `Interrupted (${this.error}); it will be tried again` : "Interrupted; it will be tried again";
+        break;
+      case "succeeded": {
+        const size = typeof this.result?.size === "number" ? this.result.size : this.size;
+        const took = work.startedTs && work.endedTs ? ` in ${formatDuration(work.endedTs - work.startedTs)}` : "";
+        text = `Processed ${formatBytes(size)}${took}`;
+        break;
+      }
+      case "failed":
+        text = `Stopped at ${formatPercent(work.percent)}`;
+        break;
+      case "cancelled":
+        text = `Cancelled at ${formatPercent(work.percent)}`;
+        break;
+      default:
+        text = "";
+    }
+    detail.textContent = text;
+  }
+
+  /** "4.2 MB/s", "about 12 s left", worked out at most once a second so the words stay still. */
+  estimate(part, remaining, nowMs) {
+    if (part.estimate && nowMs - part.estimate.at < ESTIMATE_EVERY_MS) return part.estimate.words;
+    const rate = part.meter.rate();
+    const words = rate && rate > 0 ? [formatRate(rate), formatRemaining(remaining / rate)] : [];
+    part.estimate = { at: nowMs, words };
+    return words;
+  }
+
+  renderOutcome() {
+    const state = this.state;
+    if (state === "succeeded" && this.result && typeof this.result === "object") {
+      if (this.outcomeShows !== "result") this.outcome.replaceChildren(this.facts(this.result));
+      this.outcomeShows = "result";
+      return;
+    }
+    let content = null;
+    if (state === "checking") {
+      const text = this.unreachable ? "Cannot reach the server; trying again…" : "Asking the server how this upload is doing…";
+      content = h("p", { class: "note" }, text);
+    } else if (state === "failed") {
+      content = problem(`Processing failed: ${sentence(this.error || "the worker gave no reason")}`);
+    } else if (state === "cancelled") {
+      content = h("p", { class: "note" }, "Cancelled: the server stopped processing this file.");
+    } else if (state === "upload-cancelled") {
+      content = h("p", { class: "note" }, "Cancelled: the file was not processed.");
+    } else if (state === "missing") {
+      content = h("p", { class: "note" }, this.problem);
+    } else if (this.problem && FINISHED.has(state)) {
+      content = problem(this.problem);
+    } else if (this.notice) {
+      content = problem(this.notice);
+    }
+    const shows = content ? `${content.className}:${content.textContent}` : "";
+    if (shows !== this.outcomeShows) {
+      this.outcome.replaceChildren(...(content ? [content] : []));
+      this.outcomeShows = shows;
+    }
+  }
+
+  facts(result) {
+    const list = h("dl", { class: "facts" });
+    const add = (term, ...value) => list.append(h("div", { class: "fact" }, h("dt", {}, term), h("dd", {}, ...value)));
+    const size = typeof result.size === "number" ? result.size : this.size;
+    add("Size", size < 1000 ? formatBytes(size) : `${formatBytes(size)} (${formatCount(size)} bytes)`);
+    if (result.content_type) add("Type", result.content_type);
+    const image = result.image;
+    if (image && typeof image === "object") {
+      const mode = image.mode ? `, ${image.mode}` : "";
+      add("Image", `${image.format ?? "Image"}, ${formatCount(image.width)} × ${formatCount(image.height)} pixels${mode}`);
+    }
+    const csv = result.csv;
+    if (csv && typeof csv === "object") {
+      const columns = Array.isArray(csv.columns) ? csv.columns : [];
+      const count = typeof csv.column_count === "number" ? csv.column_count : columns.length;
+      const more = count > columns.length ? `, and ${formatCount(count - columns.length)} more` : "";
+      add("Rows", `${formatCount(csv.rows)} below the header`);
+      add("Columns", `${formatCount(count)}${columns.length ? `: ${columns.join(", ")}${more}` : ""}`);
+    } else if (!image && typeof result.lines === "number") {
+      add("Lines", formatCount(result.lines));
+    }
+    if (typeof result.sha256 === "string") {
+      const code = h("code", { class: "digest" }, result.sha256);
+      const copy = h("button", { type: "button", class: "button quiet small" }, "Copy", h("span", { class: "visually-hidden" }, ` SHA-256 of ${this.name}`));
+      copy.addEventListener("click", () => this.copy(result.sha256));
+      const row = h("div", { class: "fact wide" }, h("dt", {}, "SHA-256"), h("dd", {}, code, copy));
+      list.append(row);
+    }
+    return list;
+  }
+
+  async copy(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      this.page.announce(`SHA-256 of ${this.name} copied.`);
+    } catch {
+      this.page.announce("Could not copy: select the SHA-256 and copy it by hand.");
+    }
+  }
+
+  // ---- the upload ----------------------------------------------------------------------------------
+
+  /** The file is over the limit: it is never sent. */
+  refuse(reason) {
+    this.state = "refused";
+    this.problem = reason;
+    this.page.announce(`${this.name} was not uploaded: ${reason}`);
+    this.update();
+  }
+
+  /** The page has a connection for this card's upload. */
+  startUpload() {
+    if (this.state !== "waiting" || !this.file) return;
+    this.state = "uploading";
+    Object.assign(this.upload, { sent: 0, started: performance.now(), ended: 0, estimate: null });
+    this.upload.meter.reset();
+    this.transfer = uploadFile("/uploads", this.file, {
+      onProgress: (sent) => {
+        this.upload.sent = sent;
+        this.upload.meter.add(performance.now() / 1000, sent);
+        this.render();
+      },
+      onSent: () => {
+        if (this.state !== "uploading") return;
+        this.upload.ended = performance.now();
+        this.state = "sent";
+        this.render();
+      },
+    });
+    this.transfer.promise.then(
+      (job) => this.uploaded(job),
+      (error) => this.uploadFailed(error),
+    );
+    this.update();
+  }
+
+  uploaded(job) {
+    this.transfer = null;
+    this.upload.sent = this.size;
+    this.upload.ended ||= performance.now();
+    this.jobId = job.id;
+    this.eventsUrl = job.events_url || `/jobs/${encodeURIComponent(job.id)}/events`;
+    saveUpload({ jobId: job.id, name: this.name, size: this.size, batch: this.batch, index: this.index });
+    this.file = null; // the server has it now
+    this.page.announce(`${this.name} uploaded; processing it.`);
+    this.applyView(job);
+    if (this.cancelWhenUploaded) {
+      this.cancelWhenUploaded = false;
+      this.cancel();
+    }
+    this.update();
+  }
+
+  uploadFailed(error) {
+    this.transfer = null;
+    this.cancelWhenUploaded = false;
+    if (error?.name === "AbortError") {
+      this.state = "upload-cancelled";
+      this.page.announce(`Upload of ${this.name} cancelled.`);
+    } else {
+      this.state = "upload-failed";
+      this.problem = `Upload failed: ${sentence(error?.message || "the browser gave no reason")}`;
+      this.retryable = Boolean(error?.retryable);
+      this.page.announce(`${this.name}: ${this.problem}`);
+    }
+    this.update();
+  }
+
+  retry() {
+    if (this.state !== "upload-failed" || !this.file) return;
+    this.state = "waiting";
+    this.problem = "";
+    this.upload.sent = 0;
+    this.update();
+  }
+
+  // ---- the job -------------------------------------------------------------------------------------
+
+  /** Brought back from localStorage: ask the server how its job is doing, then follow it. */
+  restore() {
+    this.schedulePoll(0);
+  }
+
+  /** Show a job's state (`GET /jobs/{id}`, the 202 of the upload, a `lost` event's `job`). */
+  applyView(view) {
+    if (!view || view.last_event_id < this.lastEventId) return; // older than what is shown
+    this.lastEventId = view.last_event_id;
+    this.unreachable = false;
+    const work = this.work;
+    this.track(view.attempt, view.progress);
+    Object.assign(work, { message: view.message ?? "", current: view.current ?? null, total: view.total ?? null });
+    if (view.started_at) work.startedTs = Date.parse(view.started_at) / 1000;
+    if (TERMINAL.has(view.status)) {
+      if (view.finished_at) work.endedTs = Date.parse(view.finished_at) / 1000;
+      this.finish({ status: view.status, error: view.error, result: view.result, ts: work.endedTs });
+      return;
+    }
+    this.state = view.status;
+    this.error = view.error ?? "";
+    this.update();
+  }
+
+  /** A new attempt starts the bar over; within an attempt the bar only moves forward. */
+  track(attempt, percent) {
+    const work = this.work;
+    if (attempt > work.attempt) {
+      work.attempt = attempt;
+      work.percent = 0;
+      work.meter.reset();
+      work.estimate = null;
+    }
+    if (typeof percent === "number") work.percent = Math.max(work.percent, percent);
+  }
+
+  /** Watch live (a stream) or not (polling), as the page's connection budget allows. */
+  setLive(live) {
+    if (!this.wantsStream) return;
+    if (live && !this.watcher) {
+      this.stopPolling();
+      this.watcher = watchJob(this.eventsUrl, {
+        lastEventId: this.lastEventId,
+        onProgress: (event) => this.progressed(event),
+        onStatus: (event) => this.statusChanged(event),
+        onDone: (event) => this.finish(event),
+        onLost: (event) => this.applyView(event.job),
+        onConnection: (state) => {
+          this.connection = state;
+          this.render();
+        },
+        onError: () => this.gone(),
+      });
+    } else if (!live && this.watcher) {
+      this.lastEventId = Math.max(this.lastEventId, this.watcher.lastEventId);
+      this.watcher.close();
+      this.watcher = null;
+      this.connection = null;
+      this.schedulePoll(0);
+    } else if (!live && !this.pollTimer && !this.polling) {
+      this.schedulePoll(POLL_MS);
+    }
+  }
+
+  progressed(event) {
+    if (!ACTIVE.has(this.state)) return;
+    const work = this.work;
+    this.track(work.attempt, event.progress);
+    work.message = event.message ?? "";
+    work.current = event.current ?? null;
+    work.total = event.total ?? null;
+    if (work.current !== null) work.meter.add(event.ts, work.current);
+    this.render();
+  }
+
+  statusChanged(event) {
+    if (TERMINAL.has(event.status) || !ACTIVE.has(this.state)) return; // onDone has the terminal one
+    this.track(event.attempt);
+    if (event.status === "running") this.work.startedTs ??= event.ts;
+    const before = this.state;
+    this.state = event.status;
+    this.error = event.error ?? "";
+    if (before !== this.state && this.state === "retrying") {
+      this.page.announce(`${this.name}: interrupted; it will be tried again.`);
+    }
+    this.update();
+  }
+
+  finish(event) {
+    if (this.finished) return;
+    this.stopWatching();
+    this.state = event.status;
+    this.error = event.error ?? "";
+    this.result = event.result ?? null;
+    if (event.ts) this.work.endedTs = event.ts;
+    if (event.status === "succeeded") this.work.percent = 100;
+    this.cancelling = false;
+    this.notice = "";
+    this.connection = null;
+    if (event.status === "succeeded") this.page.announce(`${this.name}: done.`);
+    else if (event.status === "failed") this.page.announce(`${this.name}: processing failed. ${sentence(this.error)}`);
+    else this.page.announce(`${this.name}: cancelled.`);
+    this.update();
+  }
+
+  /** The server does not know the job (any more). */
+  gone() {
+    if (this.finished) return;
+    this.stopWatching();
+    this.state = "missing";
+    this.problem =
+      "The server no longer has this job. Finished jobs are kept for a while and then removed, so its progress and result are gone.";
+    this.page.announce(`${this.name}: the server no longer has this job.`);
+    this.update();
+  }
+
+  schedulePoll(delay) {
+    clearTimeout(this.pollTimer);
+    this.pollTimer = setTimeout(() => this.poll(), delay);
+  }
+
+  stopPolling() {
+    clearTimeout(this.pollTimer);
+    this.pollTimer = null;
+  }
+
+  stopWatching() {
+    this.watcher?.close();
+    this.watcher = null;
+    this.stopPolling();
+  }
+
+  async poll() {
+    this.pollTimer = null;
+    if (this.watcher || !(this.state === "checking" || ACTIVE.has(this.state))) return;
+    this.polling = true;
+    let view = null;
+    let status = 0;
+    try {
+      const response = await fetch(`/jobs/${encodeURIComponent(this.jobId)}`, {
+        headers: { Accept: "application/json" },
+        cache: "no-store",
+      });
+      status = response.status;
+      if (response.ok) view = await response.json();
+    } catch {
+      // the server is unreachable: below
+    } finally {
+      this.polling = false;
+    }
+    // A stream may have taken over meanwhile; its events are newer than this answer.
+    if (this.watcher || !(this.state === "checking" || ACTIVE.has(this.state))) return;
+    if (status === 404) {
+      this.gone();
+      return;
+    }
+    if (!view) {
+      this.unreachable = true;
+      this.render();
+      this.schedulePoll(this.pollDelay);
+      this.pollDelay = Math.min(this.pollDelay * 2, MAX_POLL_MS);
+      return;
+    }
+    this.pollDelay = POLL_MS;
+    this.applyView(view);
+    if (this.wantsStream && !this.watcher && !this.pollTimer) this.schedulePoll(POLL_MS);
+  }
+
+  // ---- the buttons ---------------------------------------------------------------------------------
+
+  async cancel() {
+    switch (this.state) {
+      case "waiting":
+        this.state = "upload-cancelled";
+        this.page.announce(`Upload of ${this.name} cancelled.`);
+        this.update();
+        return;
+      case "uploading":
+        this.transfer?.abort();
+        return;
+      case "sent":
+        // The server has the whole file and is about to answer with its job: cancel that job then.
+        this.cancelWhenUploaded = true;
+        this.render();
+        return;
+      default:
+    }
+    if (!ACTIVE.has(this.state) || this.cancelling) return;
+    this.cancelling = true;
+    this.notice = "";
+    this.render();
+    let response = null;
+    let body = null;
+    try {
+      response = await fetch(`/jobs/${encodeURIComponent(this.jobId)}`, {
+        method: "DELETE",
+        headers: { Accept: "application/json" },
+      });
+      body = await response.json().catch(() => null);
+    } catch {
+      // below
+    }
+    this.cancelling = false;
+    if (this.finished) return; // the stream said how it ended meanwhile
+    if (response?.ok) {
+      this.applyView(body);
+    } else if (response?.status === 404) {
+      this.gone();
+    } else if (response?.status === 409) {
+      if (!this.watcher) this.schedulePoll(0); // it has just finished: fetch how
+      this.render();
+    } else {
+      const reason = response ? detailText(body) || `the server answered ${response.status}` : "the server did not answer";
+      this.notice = `Could not cancel: ${sentence(reason)} Try again.`;
+      this.render();
+    }
+  }
+
+  dismiss() {
+    if (!this.finished) return;
+    this.stopWatching();
+    if (this.jobId) forgetUpload(this.jobId);
+    this.page.remove(this);
+  }
+
+  /** Redraw, and tell the page (which may start uploads and streams, and counts cards). */
+  update() {
+    this.render();
+    this.page.changed();
+  }
+}
+
+function setBar(progress, figure, percent) {
+  const value = Math.min(100, Math.max(0, percent));
+  if (progress.value !== value) progress.value = value;
+  figure.textContent = formatPercent(value);
+}
+
+function problem(text) {
+  return h("p", { class: "problem" }, text);
+}
