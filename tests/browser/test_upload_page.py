@@ -16,8 +16,10 @@ import anyio
 import httpx
 import pytest
 from PIL import Image, ImageDraw
-from playwright.async_api import FileChooser, Locator, Page, Response, Route, expect
+from playwright.async_api import FileChooser, Locator, Page, Response, expect
+from redis.asyncio import Redis
 
+from stack.redis_server import RedisServer
 from tests.browser.conftest import Stack, StackFactory
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -291,43 +293,49 @@ async def test_a_file_over_the_limit_is_refused_before_sending(
 async def test_a_413_from_the_server_is_shown_in_words(
     page: Page, launch: StackFactory, tmp_path: Path
 ) -> None:
-    """The page's limit is a courtesy; the server's is the one that counts."""
-    stack = await launch(max_upload_bytes=100_000)
+    """The page's limit is a courtesy; the server's is the one that counts.
+
+    The page was loaded from a web process with a higher limit than its successor's, as after a
+    redeploy that lowered it.
+    """
+    stack = await launch(max_upload_bytes=1_000_000)
     large = random_file(tmp_path / "large.bin", 250_000)
-
-    async def without_the_limit(route: Route) -> None:
-        response = await route.fetch()
-        html = (await response.text()).replace('content="100000"', 'content="1000000"')
-        await route.fulfill(response=response, body=html)
-
-    await page.route(f"{stack.url}/", without_the_limit)
     await open_page(page, stack)
+    stack.stop_web()
+    stack.env["JOBPULSE_MAX_UPLOAD_BYTES"] = "100000"
+    await anyio.to_thread.run_sync(stack.start_web)
     await page.locator("#file-input").set_input_files(str(large))
     refused = card(page, "large.bin")
     await expect(refused.locator(".badge")).to_have_text("Upload failed")
     await expect(refused.locator(".problem")).to_contain_text("larger than the server's upload limit")
+    assert os.listdir(tmp_path / "uploads") == []
 
 
 async def test_a_busy_server_is_said_in_words_and_the_upload_can_be_retried(
-    page: Page, launch: StackFactory, tmp_path: Path
+    page: Page, tmp_path: Path
 ) -> None:
-    """The 503 the server answers while Redis is down, stood in for by the browser."""
-    stack = await launch()
+    """While Redis refuses writes (out of memory here, on a Redis of this test's own) the web answers 503."""
     notes = random_file(tmp_path / "notes.bin", 10_000)
-
-    async def busy(route: Route) -> None:
-        await route.fulfill(status=503, json={"detail": "Redis is unavailable"}, headers={"Retry-After": "2"})
-
-    await page.route(f"{stack.url}/uploads", busy)
-    await open_page(page, stack)
-    await page.locator("#file-input").set_input_files(str(notes))
-    refused = card(page, "notes.bin")
-    await expect(refused.locator(".badge")).to_have_text("Upload failed")
-    await expect(refused.locator(".problem")).to_contain_text("The server is busy right now")
-    await page.unroute(f"{stack.url}/uploads")
-    await page.get_by_role("button", name="Retry notes.bin").click()
-    await expect(refused.locator(".badge")).to_have_text("Done", timeout=30_000)
-    await expect(refused.locator("code")).to_have_text(sha256(notes))
+    with RedisServer() as server:
+        launch = StackFactory(server.url, tmp_path)
+        redis = Redis.from_url(server.url)
+        try:
+            stack = await launch()
+            await open_page(page, stack)
+            await redis.config_set("maxmemory", "1")  # with noeviction: every write is refused
+            await page.locator("#file-input").set_input_files(str(notes))
+            refused = card(page, "notes.bin")
+            await expect(refused.locator(".badge")).to_have_text("Upload failed")
+            await expect(refused.locator(".problem")).to_contain_text("The server is busy right now")
+            await redis.config_set("maxmemory", "0")
+            # arq's worker exits on a refused write of its own (a supervisor restarts it): start another.
+            stack.start_worker()
+            await page.get_by_role("button", name="Retry notes.bin").click()
+            await expect(refused.locator(".badge")).to_have_text("Done", timeout=30_000)
+            await expect(refused.locator("code")).to_have_text(sha256(notes))
+        finally:
+            launch.stop()
+            await redis.aclose()
 
 
 async def test_a_job_the_server_no_longer_has_says_so_and_can_be_dismissed(
