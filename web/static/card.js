@@ -5,19 +5,16 @@
  * The page decides when a card may upload and whether it may hold a live event stream (browsers allow
  * six connections per origin over HTTP/1.1); a card without a stream polls its job instead.
  *
+ * The bars and their words are drawn by `meters.js`, a finished job's result by `result.js`.
+ *
  * @module card
  */
 
-import {
-  formatBytes,
-  formatCount,
-  formatDuration,
-  formatPercent,
-  formatRate,
-  formatRemaining,
-  RateMeter,
-} from "./format.js";
+import { h } from "./element.js";
+import { formatBytes, RateMeter } from "./format.js";
 import { watchJob } from "./jobpulse.js";
+import { buildMeter, showUpload, showWork } from "./meters.js";
+import { resultFacts } from "./result.js";
 import { forgetUpload, saveUpload } from "./saved.js";
 import { detailText, uploadFile } from "./upload.js";
 
@@ -31,7 +28,6 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 const POLL_MS = 1000;
 const MAX_POLL_MS = 10_000;
-const ESTIMATE_EVERY_MS = 1000;
 
 /** state: [word on the badge, tone] — the word carries the meaning; the tone only adds colour. */
 const BADGES = {
@@ -56,14 +52,6 @@ const TABLE_EXTENSIONS = new Set(["csv", "tsv", "xls", "xlsx", "ods"]);
 const TEXT_EXTENSIONS = new Set(["txt", "md", "log", "json", "xml", "html", "yaml", "yml", "toml", "py", "js"]);
 
 let cardsMade = 0;
-
-/** `h("p", {class: "x"}, "text", child)`: an element with attributes and children. */
-function h(tag, attributes = {}, ...children) {
-  const element = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
-  element.append(...children);
-  return element;
-}
 
 function sentence(text) {
   const trimmed = String(text ?? "").trim();
@@ -169,8 +157,8 @@ export class UploadCard {
       this.badge,
       h("div", { class: "card-actions" }, this.retryButton, this.cancelButton, this.dismissButton),
     );
-    this.uploadMeter = this.meter("upload", "Upload");
-    this.workMeter = this.meter("processing", "Processing");
+    this.uploadMeter = buildMeter(this.key, "upload", "Upload", this.name);
+    this.workMeter = buildMeter(this.key, "processing", "Processing", this.name);
     this.meters = h("div", { class: "meters" }, this.uploadMeter.root, this.workMeter.root);
     this.outcome = h("div", { class: "outcome" });
     this.article = h("article", { class: "card-body", "aria-labelledby": nameId }, head, this.outcome);
@@ -188,17 +176,6 @@ export class UploadCard {
       if (button.getAttribute("aria-disabled") !== "true") onClick();
     });
     return button;
-  }
-
-  /** A labelled bar: its accessible name is "Upload of photo.png" / "Processing of photo.png". */
-  meter(kind, title) {
-    const id = `${this.key}-${kind}`;
-    const progress = h("progress", { id, max: "100", value: "0", "aria-describedby": `${id}-detail` });
-    const figure = h("span", { class: "meter-figure", "aria-hidden": "true" }, "0%");
-    const detail = h("p", { class: "meter-detail", id: `${id}-detail` });
-    const label = h("label", { for: id }, title, h("span", { class: "visually-hidden" }, ` of ${this.name}`));
-    const root = h("div", { class: "meter", "data-kind": kind }, h("div", { class: "meter-head" }, label, figure), progress, detail);
-    return { root, progress, figure, detail };
   }
 
   render() {
@@ -235,95 +212,19 @@ export class UploadCard {
   }
 
   renderUpload() {
-    const { progress, figure, detail } = this.uploadMeter;
-    const upload = this.upload;
-    const percent = this.size > 0 ? (100 * upload.sent) / this.size : upload.ended ? 100 : 0;
-    setBar(progress, figure, percent);
-    const sent = `${formatBytes(upload.sent)} of ${formatBytes(this.size)}`;
-    let text;
-    switch (this.state) {
-      case "waiting":
-        text = "Waiting for other uploads to finish";
-        break;
-      case "uploading":
-        text = [sent, ...this.estimate(upload, this.size - upload.sent, performance.now())].join(" · ");
-        break;
-      case "sent":
-        text = `${formatBytes(this.size)} sent, waiting for the server to confirm`;
-        break;
-      case "upload-failed":
-        text = `Stopped after ${sent}`;
-        break;
-      case "upload-cancelled":
-        text = upload.started ? `Cancelled after ${sent}` : "Cancelled before it started";
-        break;
-      default: {
-        const took = upload.ended && upload.started ? ` in ${formatDuration((upload.ended - upload.started) / 1000)}` : "";
-        text = `${formatBytes(this.size)} sent${took}`;
-      }
-    }
-    detail.textContent = text;
+    showUpload(this.uploadMeter, this.state, this.size, this.upload);
   }
 
   renderWork() {
-    const { progress, figure, detail } = this.workMeter;
-    const work = this.work;
-    setBar(progress, figure, work.percent);
-    let text;
-    switch (this.state) {
-      case "waiting":
-      case "uploading":
-      case "sent":
-        text = "Starts once the file is uploaded";
-        break;
-      case "upload-failed":
-      case "upload-cancelled":
-        text = "Not started";
-        break;
-      case "queued":
-        text = "Queued, waiting for a worker";
-        break;
-      case "running": {
-        const left = work.total != null && work.current != null ? work.total - work.current : null;
-        const parts = [work.message || "Started"];
-        if (left !== null && work.meter.samples.length) parts.push(...this.estimate(work, left, Date.now()));
-        text = parts.join(" · ");
-        break;
-      }
-      case "retrying":
-        text = this.error ? `Interrupted (${this.error}); it will be tried again` : "Interrupted; it will be tried again";
-        break;
-      case "succeeded": {
-        const size = typeof this.result?.size === "number" ? this.result.size : this.size;
-        const took = work.startedTs && work.endedTs ? ` in ${formatDuration(work.endedTs - work.startedTs)}` : "";
-        text = `Processed ${formatBytes(size)}${took}`;
-        break;
-      }
-      case "failed":
-        text = `Stopped at ${formatPercent(work.percent)}`;
-        break;
-      case "cancelled":
-        text = `Cancelled at ${formatPercent(work.percent)}`;
-        break;
-      default:
-        text = "";
-    }
-    detail.textContent = text;
-  }
-
-  /** "4.2 MB/s", "about 12 s left", worked out at most once a second so the words stay still. */
-  estimate(part, remaining, nowMs) {
-    if (part.estimate && nowMs - part.estimate.at < ESTIMATE_EVERY_MS) return part.estimate.words;
-    const rate = part.meter.rate();
-    const words = rate && rate > 0 ? [formatRate(rate), formatRemaining(remaining / rate)] : [];
-    part.estimate = { at: nowMs, words };
-    return words;
+    showWork(this.workMeter, this.state, this.work, { error: this.error, result: this.result, size: this.size });
   }
 
   renderOutcome() {
     const state = this.state;
     if (state === "succeeded" && this.result && typeof this.result === "object") {
-      if (this.outcomeShows !== "result") this.outcome.replaceChildren(this.facts(this.result));
+      if (this.outcomeShows !== "result") {
+        this.outcome.replaceChildren(resultFacts(this.result, { name: this.name, size: this.size, page: this.page }));
+      }
       this.outcomeShows = "result";
       return;
     }
@@ -348,46 +249,6 @@ export class UploadCard {
     if (shows !== this.outcomeShows) {
       this.outcome.replaceChildren(...(content ? [content] : []));
       this.outcomeShows = shows;
-    }
-  }
-
-  facts(result) {
-    const list = h("dl", { class: "facts" });
-    const add = (term, ...value) => list.append(h("div", { class: "fact" }, h("dt", {}, term), h("dd", {}, ...value)));
-    const size = typeof result.size === "number" ? result.size : this.size;
-    add("Size", size < 1000 ? formatBytes(size) : `${formatBytes(size)} (${formatCount(size)} bytes)`);
-    if (result.content_type) add("Type", result.content_type);
-    const image = result.image;
-    if (image && typeof image === "object") {
-      const mode = image.mode ? `, ${image.mode}` : "";
-      add("Image", `${image.format ?? "Image"}, ${formatCount(image.width)} × ${formatCount(image.height)} pixels${mode}`);
-    }
-    const csv = result.csv;
-    if (csv && typeof csv === "object") {
-      const columns = Array.isArray(csv.columns) ? csv.columns : [];
-      const count = typeof csv.column_count === "number" ? csv.column_count : columns.length;
-      const more = count > columns.length ? `, and ${formatCount(count - columns.length)} more` : "";
-      add("Rows", `${formatCount(csv.rows)} below the header`);
-      add("Columns", `${formatCount(count)}${columns.length ? `: ${columns.join(", ")}${more}` : ""}`);
-    } else if (!image && typeof result.lines === "number") {
-      add("Lines", formatCount(result.lines));
-    }
-    if (typeof result.sha256 === "string") {
-      const code = h("code", { class: "digest" }, result.sha256);
-      const copy = h("button", { type: "button", class: "button quiet small" }, "Copy", h("span", { class: "visually-hidden" }, ` SHA-256 of ${this.name}`));
-      copy.addEventListener("click", () => this.copy(result.sha256));
-      const row = h("div", { class: "fact wide" }, h("dt", {}, "SHA-256"), h("dd", {}, code, copy));
-      list.append(row);
-    }
-    return list;
-  }
-
-  async copy(text) {
-    try {
-      await navigator.clipboard.writeText(text);
-      this.page.announce(`SHA-256 of ${this.name} copied.`);
-    } catch {
-      this.page.announce("Could not copy: select the SHA-256 and copy it by hand.");
     }
   }
 
@@ -699,12 +560,6 @@ export class UploadCard {
     this.render();
     this.page.changed();
   }
-}
-
-function setBar(progress, figure, percent) {
-  const value = Math.min(100, Math.max(0, percent));
-  if (progress.value !== value) progress.value = value;
-  figure.textContent = formatPercent(value);
 }
 
 function problem(text) {
