@@ -18,6 +18,10 @@ DISPLAY_NAME_MAX = 255
 ABANDONED_AFTER_S = 3600
 
 
+class UploadNotStored(Exception):
+    """The upload directory refused a file (full, gone, read-only): the server's fault, not the client's."""
+
+
 class UploadStorage:
     """Paths of uploads in `directory`, and the sweep that removes old ones."""
 

@@ -322,6 +322,20 @@ async def test_upload_with_redis_down_is_503_and_leaves_no_file(settings: Settin
         await web.stop()
 
 
+async def test_an_upload_directory_that_refuses_the_file_is_503_not_500(stack: Stack) -> None:
+    upload_dir = stack.settings.upload_dir
+    upload_dir.rmdir()
+    upload_dir.write_bytes(b"")  # a file where the directory should be: every open in it fails
+    try:
+        response = await stack.client.post("/uploads", files={"file": ("a.txt", b"hello")})
+    finally:
+        upload_dir.unlink()
+        upload_dir.mkdir()
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json() == {"detail": "The upload could not be stored (Not a directory); retry shortly."}
+    assert (await stack.redis.keys("jobpulse:*")) == []
+
+
 async def test_uploads_older_than_the_retention_are_swept_by_the_worker(make_stack: StackFactory) -> None:
     stack = await make_stack(with_worker=False, upload_retention_s=3600)
     job = await upload(stack, "old.txt", b"old\n")

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from jobpulse.store import JobAlreadyFinished, JobNotFound
+from jobpulse.uploads import UploadNotStored
 from web.hub import HubUnavailable
 from web.queue import EnqueueFailed
 
@@ -59,7 +60,12 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = f"Cannot stream events right now: {exc}; retry shortly."
         return _error(503, detail, {"Retry-After": RETRY_AFTER_S})
 
+    async def not_stored(_: Request, exc: Exception) -> JSONResponse:
+        detail = f"The upload could not be stored ({exc}); retry shortly."
+        return _error(503, detail, {"Retry-After": RETRY_AFTER_S})
+
     app.add_exception_handler(BadRequest, bad_request)
+    app.add_exception_handler(UploadNotStored, not_stored)
     app.add_exception_handler(EnqueueFailed, not_queued)
     app.add_exception_handler(JobNotFound, not_found)
     app.add_exception_handler(JobAlreadyFinished, finished)

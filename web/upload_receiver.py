@@ -8,17 +8,19 @@ stops at the limit. Parsing is python-multipart's (Starlette's own parser undern
 import codecs
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from jobpulse.uploads import display_name
+from jobpulse.uploads import UploadNotStored, display_name
 from web.errors import BadRequest
+
+T = TypeVar("T")
 
 FIELD = "file"
 _WRITE_BATCH = 1024 * 1024  # bytes gathered before one write in a worker thread
@@ -153,41 +155,49 @@ async def receive_upload(
     parser = MultipartParser(boundary, writer.callbacks())  # type: ignore[arg-type]
     out: IO[bytes] | None = None
     try:
-        out = await anyio.to_thread.run_sync(_create_exclusive, dest)
+        out = await _storing(_create_exclusive, dest)
         async for chunk in chunks:
             try:
                 parser.write(chunk)
             except FormParserError as exc:
                 raise BadRequest(400, f"The multipart body is malformed: {exc}") from None
             if len(writer.pending) >= _WRITE_BATCH:
-                await _flush(writer, out)
+                await _storing(_flush, writer, out)
         try:
             parser.finalize()
         except FormParserError as exc:
             raise BadRequest(400, f"The multipart body is malformed: {exc}") from None
         if writer.file is None:
             raise _unprocessable(f"The body has no complete {FIELD!r} part.", type_="missing")
-        await _flush(writer, out)
-        await anyio.to_thread.run_sync(_close_durably, out)
+        await _storing(_flush, writer, out)
+        await _storing(_close_durably, out)
         out = None
         return writer.file
     except BaseException:
         with anyio.CancelScope(shield=True):
             if out is not None:
                 await anyio.to_thread.run_sync(out.close)
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # never there, or the directory itself is the problem
                 await anyio.to_thread.run_sync(os.unlink, dest)
         raise
+
+
+async def _storing(operation: Callable[..., T], *args: Any) -> T:
+    """Run a file operation in a worker thread; the file system failing is `UploadNotStored`."""
+    try:
+        return await anyio.to_thread.run_sync(operation, *args)
+    except OSError as exc:
+        raise UploadNotStored(f"{exc.strerror or exc}") from exc
 
 
 def _create_exclusive(path: Path) -> IO[bytes]:
     return path.open("xb")
 
 
-async def _flush(writer: _FilePartWriter, out: IO[bytes]) -> None:
+def _flush(writer: _FilePartWriter, out: IO[bytes]) -> None:
     if writer.pending:
         data, writer.pending = bytes(writer.pending), bytearray()
-        await anyio.to_thread.run_sync(out.write, data)
+        out.write(data)
 
 
 def _close_durably(out: IO[bytes]) -> None:

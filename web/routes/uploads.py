@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from jobpulse.ids import new_job_id
 from jobpulse.models import JobView
 from jobpulse.tasks import ProcessUploadParams
-from jobpulse.uploads import UploadStorage
+from jobpulse.uploads import UploadNotStored, UploadStorage
 from web.deps import QueueDep, SettingsDep, StoreDep
 from web.errors import ERROR_BODY
 from web.routes.jobs import start_job
@@ -68,7 +68,10 @@ async def upload(
     )
     final = storage.path(job_id)
     try:
-        await anyio.to_thread.run_sync(os.replace, partial, final)
+        try:
+            await anyio.to_thread.run_sync(os.replace, partial, final)
+        except OSError as exc:
+            raise UploadNotStored(exc.strerror or str(exc)) from exc
         params = ProcessUploadParams(
             filename=received.filename, content_type=received.content_type, size=received.size
         )
@@ -76,7 +79,7 @@ async def upload(
     except BaseException:
         with anyio.CancelScope(shield=True):
             for path in (final, partial):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     await anyio.to_thread.run_sync(os.unlink, path)
         raise
     response.headers["Location"] = f"/jobs/{job_id}"
