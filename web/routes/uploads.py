@@ -31,7 +31,10 @@ TASK = "process_upload"
         413: {"description": "File larger than `JOBPULSE_MAX_UPLOAD_BYTES`.", **ERROR_BODY},
         415: {"description": "Content-Type is not multipart/form-data.", **ERROR_BODY},
         422: {"description": f"No file part named `{FIELD}`, two of them, or another field."},
-        503: {"description": "Redis is unavailable; retry after `Retry-After` seconds.", **ERROR_BODY},
+        503: {
+            "description": "Redis is unavailable, or the upload directory refused the file (full, gone).",
+            **ERROR_BODY,
+        },
     },
     openapi_extra={
         "requestBody": {
