@@ -88,12 +88,15 @@ def run_curl(command: str, url: str, job_id: str = "ID", upload: Path | None = N
 
 def test_readme_curl_session_works_as_shown(system: str) -> None:
     commands = curl_commands()
-    submit, get, stream, resume_header, resume_query, cancel, _ = commands
+    submit, get, long_poll, stream, resume_header, resume_query, cancel, _ = commands
     assert "POST" in submit and "DELETE" in cancel
 
     job = json.loads(run_curl(submit, system))
     assert job["status"] == "queued" and job["events_url"] == f"/jobs/{job['id']}/events"
     assert json.loads(run_curl(get, system, job["id"]))["id"] == job["id"]
+
+    finished = json.loads(run_curl(long_poll, system, job["id"]))
+    assert finished["status"] == "succeeded" and finished["last_event_id"] == 23
 
     events = run_curl(stream, system, job["id"])
     assert events.startswith(": connected\nretry: 2000\nid: 1\nevent: status\n")

@@ -3,6 +3,7 @@
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
@@ -64,7 +65,14 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = f"The upload could not be stored ({exc}); retry shortly."
         return _error(503, detail, {"Retry-After": RETRY_AFTER_S})
 
+    async def invalid_parameter(_: Request, exc: Exception) -> JSONResponse:
+        """FastAPI's own 422s (query parameters), in the shape of ours: `loc`, `msg` and `type` only."""
+        assert isinstance(exc, RequestValidationError)
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return _error(422, errors)
+
     app.add_exception_handler(BadRequest, bad_request)
+    app.add_exception_handler(RequestValidationError, invalid_parameter)
     app.add_exception_handler(UploadNotStored, not_stored)
     app.add_exception_handler(EnqueueFailed, not_queued)
     app.add_exception_handler(JobNotFound, not_found)

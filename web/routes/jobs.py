@@ -4,9 +4,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -15,8 +15,9 @@ from jobpulse.models import JobView, SubmitJob
 from jobpulse.status import JobStatus
 from jobpulse.store import JobNotFound, JobState, JobStore
 from jobpulse.tasks import TASK_PARAMS, TaskParams
-from web.deps import QueueDep, SettingsDep, StoreDep
+from web.deps import HubDep, QueueDep, SettingsDep, StoreDep
 from web.errors import ERROR_BODY, BadRequest
+from web.long_poll import MAX_WAIT_S, wait_until_terminal
 from web.queue import JobQueue
 
 logger = logging.getLogger(__name__)
@@ -151,10 +152,34 @@ async def start_job(store: JobStore, queue: JobQueue, job_id: str, task: str, pa
     "/jobs/{job_id}",
     response_model=JobView,
     summary="Get a job's current state",
-    responses={404: {"description": "No such job (or its retention expired).", **ERROR_BODY}},
+    responses={
+        404: {"description": "No such job (or its retention expired).", **ERROR_BODY},
+        422: {"description": f"`wait` is not a number from 0 to {MAX_WAIT_S:g}."},
+    },
 )
-async def get_job(job_id: str, store: StoreDep) -> JobView:
-    return (await load_job(store, job_id)).view()
+async def get_job(
+    job_id: str,
+    store: StoreDep,
+    hub: HubDep,
+    wait: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="Long-poll: answer as soon as the job has ended, or after this many seconds.",
+        ),
+    ] = None,
+) -> JobView:
+    """The job's state; with `wait`, held until the job is terminal or `wait` seconds have passed.
+
+    For clients that cannot read SSE. The wait rides on the hub's live subscription to the job, so a
+    waiting request costs no Redis commands until something happens.
+    """
+    state = await load_job(store, job_id)
+    if wait and not state.is_terminal:
+        await wait_until_terminal(hub, job_id, state.last_event_id, wait)
+        state = await load_job(store, job_id)
+    return state.view()
 
 
 @router.delete(
