@@ -13,6 +13,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from httpx_sse._models import ServerSentEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import JsonValue
 
 from jobpulse.events import StoredEvent
 from jobpulse.models import ProgressEvent, StatusEvent
@@ -70,7 +71,7 @@ def test_any_progress_message_round_trips_exactly(message: str, cuts: list[int])
         max_leaves=10,
     ),
 )
-def test_any_status_error_and_result_round_trip_exactly(error: str, result: object) -> None:
+def test_any_status_error_and_result_round_trip_exactly(error: str, result: JsonValue) -> None:
     status = StatusEvent(job_id="j", ts=1.0, status=JobStatus.FAILED, attempt=1, error=error, result=result)
     stored = StoredEvent(id=3, type="status", data=status.model_dump_json(exclude_none=True), final=True)
     (event,) = parse_in_chunks(stored.sse, [])
