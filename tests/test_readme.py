@@ -136,6 +136,25 @@ def test_readme_watch_job_snippet_is_the_example_pages_script() -> None:
     assert snippet.strip().startswith('<script type="module">') and snippet.strip().endswith("</script>")
 
 
+def test_readme_cli_session_prints_what_is_shown(system: str) -> None:
+    (command,) = [
+        line for block in code_blocks("sh") for line in block.splitlines() if line.endswith("--wait | cat")
+    ]
+    (shown,) = [block for block in code_blocks("text") if block.startswith("status queued\n")]
+    args = shlex.split(command.removesuffix(" | cat"))
+    assert args[0] == "jobpulse"
+    result = subprocess.run(
+        [sys.executable, "-m", "jobpulse.cli", *args[1:]],
+        env={**os.environ, "JOBPULSE_URL": system},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == shown
+
+
 def test_readme_task_example_is_simulate_minus_its_options() -> None:
     (example,) = [block for block in code_blocks("python") if "async def simulate" in block]
     source = (ROOT / "worker" / "tasks" / "simulate.py").read_text()
