@@ -155,6 +155,21 @@ def test_readme_cli_session_prints_what_is_shown(system: str) -> None:
     assert result.stdout == shown
 
 
+def test_readme_client_example_prints_what_is_shown(system: str) -> None:
+    (example,) = [block for block in code_blocks("python") if "from jobpulse.client import Client" in block]
+    (shown,) = [block for block in code_blocks("text") if block.startswith("20% step 1/5\n")]
+    result = subprocess.run(
+        [sys.executable, "-c", example],
+        env={**os.environ, "JOBPULSE_URL": system},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == shown
+
+
 def test_readme_task_example_is_simulate_minus_its_options() -> None:
     (example,) = [block for block in code_blocks("python") if "async def simulate" in block]
     source = (ROOT / "worker" / "tasks" / "simulate.py").read_text()
