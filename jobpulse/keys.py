@@ -20,3 +20,8 @@ def events_key(job_id: str) -> str:
 def live_channel(job_id: str) -> str:
     """Pub/sub channel that announces each new event to web processes watching the job."""
     return f"{PREFIX}:{{{job_id}}}:live"
+
+
+def running_attempts_key() -> str:
+    """Sorted set of running attempts (`job_id:attempt`), scored by their last heartbeat (Redis ms)."""
+    return f"{PREFIX}:running"

@@ -7,7 +7,7 @@ never at import time, so tests can pass their own.
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     max_jobs: int = Field(default=10, ge=1, description="Jobs one worker process runs at once.")
     worker_poll_delay_s: float = Field(
         default=0.2, gt=0, le=10, description="How often a worker polls for new jobs and cancellations."
+    )
+    heartbeat_interval_s: float = Field(
+        default=2.0, gt=0, le=60, description="A worker records that each running job is alive this often."
+    )
+    stall_after_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A running job without a heartbeat for this long has lost its worker: it is retried.",
     )
 
     # Event history
@@ -88,3 +97,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Process uploads no faster than this, so the bars visibly move in demos; 0 = no limit.",
     )
+
+    @model_validator(mode="after")
+    def _stall_outlasts_heartbeats(self) -> "Settings":
+        if self.stall_after_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                "JOBPULSE_STALL_AFTER_S must be at least twice JOBPULSE_HEARTBEAT_INTERVAL_S, "
+                "or one late heartbeat would have a live job retried"
+            )
+        return self

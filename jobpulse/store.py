@@ -172,6 +172,11 @@ class JobStore:
         self._active_ttl_s = settings.active_ttl_s
         self._append = redis.register_script(_APPEND)
 
+    @property
+    def redis(self) -> "Redis":
+        """The connection it writes through, for what goes with the job's events (worker heartbeats)."""
+        return self._redis
+
     async def _run(
         self,
         job_id: str,

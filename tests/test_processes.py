@@ -13,7 +13,7 @@ import pytest
 
 from stack.redis_server import RedisServer
 from tests.processes import Process, process_env, wait_until_serving, web_process, worker_process
-from tests.sse import Event, ids, read_events
+from tests.sse import Event, ids, read_events, read_to_the_end
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -152,3 +152,77 @@ async def test_web_sigterm_ends_open_streams_at_once_with_a_retry_hint(launch: L
     assert web.wait(10) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in web.output()
     assert b"succeeded" not in received
+
+
+@pytest.fixture
+def quick_stalls(env: dict[str, str]) -> dict[str, str]:
+    """Heartbeats every 0.2 s; an attempt silent for 1.5 s has lost its worker."""
+    env.update(JOBPULSE_HEARTBEAT_INTERVAL_S="0.2", JOBPULSE_STALL_AFTER_S="1.5")
+    return env
+
+
+async def wait_for_progress(client: httpx.AsyncClient, job_id: str, at_least: float) -> None:
+    with anyio.fail_after(10):
+        while (await client.get(f"/jobs/{job_id}")).json()["progress"] < at_least:
+            await anyio.sleep(0.05)
+
+
+async def test_worker_sigkill_mid_job_is_noticed_in_seconds_and_run_again(
+    launch: Launcher, quick_stalls: dict[str, str]
+) -> None:
+    """Without a heartbeat the job stayed `running` until arq's in-progress key expired (about an hour)."""
+    doomed = launch.worker("worker1")
+    _, url = launch.web()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post(
+            "/jobs", json={"task": "simulate", "params": {"steps": 30, "interval_ms": 50}}
+        )
+        job_id = response.json()["id"]
+        reader = asyncio.create_task(read_to_the_end(client, job_id, deadline_s=30))
+        await wait_for_progress(client, job_id, 20)
+        doomed.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        launch.worker("worker2")
+        events = await reader
+        done_after = time.monotonic() - killed_at
+    assert done_after < 15, "noticed in seconds (stall after 1.5 s), then ~1.5 s of work again"
+    assert ids(events) == list(range(1, len(events) + 1))
+    assert statuses(events) == [
+        ("queued", 0),
+        ("running", 1),
+        ("retrying", 1),
+        ("running", 2),
+        ("succeeded", 2),
+    ]
+    stalled = next(e for e in events if e.data.get("status") == "retrying")
+    assert stalled.data["error"] == (
+        "stalled: the worker running attempt 1 stopped responding (no heartbeat for 1.5 s)"
+    )
+    restart = events.index(next(e for e in events if e.data.get("attempt") == 2))
+    progress_after = [e.data["progress"] for e in events[restart:] if e.event == "progress"]
+    assert progress_after[0] < 20 and progress_after[-1] == 100  # visibly restarted, then finished
+
+
+async def test_worker_sigkill_on_the_last_attempt_fails_the_job_in_seconds(
+    launch: Launcher, quick_stalls: dict[str, str]
+) -> None:
+    quick_stalls["JOBPULSE_MAX_TRIES"] = "1"
+    doomed = launch.worker("worker1")
+    _, url = launch.web()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post(
+            "/jobs", json={"task": "simulate", "params": {"steps": 100, "interval_ms": 50}}
+        )
+        job_id = response.json()["id"]
+        await wait_for_progress(client, job_id, 5)
+        doomed.signal(signal.SIGKILL)
+        started = time.monotonic()
+        launch.worker("worker2")
+        events = await read_to_the_end(client, job_id, deadline_s=20)
+        noticed_after = time.monotonic() - started
+    assert statuses(events)[-1] == ("failed", 1)
+    assert events[-1].data["error"] == (
+        "stalled: the worker running attempt 1 stopped responding (no heartbeat for 1.5 s); "
+        "gave up after 1 attempts"
+    )
+    assert noticed_after < 10

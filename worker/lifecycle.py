@@ -20,6 +20,7 @@ from jobpulse.status import JobStatus
 from jobpulse.store import JobAlreadyFinished, JobNotFound, JobStore, JobStoreError
 from jobpulse.tasks import TaskParams
 from worker.errors import TaskFailed
+from worker.heartbeat import heartbeat
 from worker.progress import REPORTER_KEY, JobAborted, ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,9 @@ def lifecycle_task(
         )
         ctx[REPORTER_KEY] = reporter
         try:
-            await _run_attempt(ctx, attempt, reporter, impl, params_model, params)
+            beat_every = settings.heartbeat_interval_s
+            async with heartbeat(attempt.store.redis, attempt.job_id, attempt.number, beat_every):
+                await _run_attempt(ctx, attempt, reporter, impl, params_model, params)
         except (JobStoreError, JobAborted):
             pass  # finished elsewhere (cancelled) while we ran: it keeps that ending
         finally:

@@ -9,10 +9,13 @@ from jobpulse.settings import Settings
 from jobpulse.store import JobStore
 from jobpulse.tasks import TASK_PARAMS
 from jobpulse.uploads import UploadStorage
+from worker.heartbeat import StallReaper
 from worker.lifecycle import STORE_KEY, lifecycle_task
 from worker.tasks import TASK_IMPLS
 from worker.tasks.process_upload import UPLOADS_KEY, UploadReading
 from worker.upload_sweeper import upload_sweeper
+
+REAPER_KEY = "jobpulse_reaper"
 
 # arq's own timeout only backs ours up: ours fires first and is reported as a failure.
 _ARQ_TIMEOUT_MARGIN_S = 30
@@ -32,10 +35,14 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
     _check_registry()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx[STORE_KEY] = JobStore(ctx["redis"], settings)
+        ctx[STORE_KEY] = store = JobStore(ctx["redis"], settings)
         ctx[UPLOADS_KEY] = UploadReading.start(settings)
+        ctx[REAPER_KEY] = reaper = StallReaper(ctx["redis"], store, settings)
+        reaper.start()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if REAPER_KEY in ctx:
+            await ctx[REAPER_KEY].stop()
         if UPLOADS_KEY in ctx:
             ctx[UPLOADS_KEY].stop()
 
