@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     worker_poll_delay_s: float = Field(
         default=0.2, gt=0, le=10, description="How often a worker polls for new jobs and cancellations."
     )
+    shutdown_grace_s: int = Field(
+        default=0,
+        ge=0,
+        le=86_400,
+        description=(
+            "On SIGTERM a worker takes no new jobs and lets running ones finish for this long before "
+            "interrupting them (they are retried); 0 interrupts at once."
+        ),
+    )
     heartbeat_interval_s: float = Field(
         default=2.0, gt=0, le=60, description="A worker records that each running job is alive this often."
     )

@@ -90,6 +90,7 @@ def test_worker_runs_arq_after_redis_is_healthy() -> None:
     assert "REDIS_URL: redis://redis:6379/0" in worker
     assert "condition: service_healthy" in worker
     assert "stop_grace_period: 30s" in worker
+    assert 'JOBPULSE_SHUTDOWN_GRACE_S: "25"' in worker  # under the stop grace period
 
 
 def test_web_runs_uvicorn_and_checks_its_health() -> None:

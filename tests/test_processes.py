@@ -226,3 +226,25 @@ async def test_worker_sigkill_on_the_last_attempt_fails_the_job_in_seconds(
         "gave up after 1 attempts"
     )
     assert noticed_after < 10
+
+
+async def test_worker_sigterm_with_a_grace_period_lets_the_running_job_finish(
+    launch: Launcher, env: dict[str, str]
+) -> None:
+    env["JOBPULSE_SHUTDOWN_GRACE_S"] = "20"
+    worker = launch.worker()
+    _, url = launch.web()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post(
+            "/jobs", json={"task": "simulate", "params": {"steps": 30, "interval_ms": 50}}
+        )
+        job_id = response.json()["id"]
+        await wait_for_progress(client, job_id, 20)
+        worker.signal(signal.SIGTERM)
+        waiting = await client.post(
+            "/jobs", json={"task": "simulate", "params": {"steps": 1, "interval_ms": 0}}
+        )
+        events = await read_events(client, job_id, deadline_s=20)
+        assert await anyio.to_thread.run_sync(worker.wait, 20) == 0, worker.output()
+        assert (await client.get(f"/jobs/{waiting.json()['id']}")).json()["status"] == "queued"
+    assert statuses(events) == [("queued", 0), ("running", 1), ("succeeded", 1)]

@@ -62,6 +62,8 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         "queue_name": settings.queue_name,
         "max_jobs": settings.max_jobs,
         "allow_abort_jobs": True,
+        # arq's graceful stop: on SIGTERM/SIGINT, no new jobs, and running ones get this long to finish.
+        "job_completion_wait": settings.shutdown_grace_s,
         "poll_delay": settings.worker_poll_delay_s,
         "keep_result": 60,
         "on_startup": on_startup,
