@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         default=15.0, gt=0, le=300, description="Seconds between SSE keep-alive comments."
     )
     sse_retry_ms: int = Field(default=2000, ge=0, description="`retry:` hint sent to SSE clients.")
+    send_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="An SSE client that takes no bytes for this long is dropped; it can resume later.",
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="Largest accepted request body.")
     subscriber_buffer: int = Field(
         default=256,

@@ -229,6 +229,29 @@ async def test_slow_reader_neither_blocks_others_nor_loses_events(make_stack: St
     assert slow_ids == list(range(1, 20_004))
 
 
+async def test_a_client_that_takes_no_bytes_is_dropped_after_the_send_timeout(
+    make_stack: StackFactory,
+) -> None:
+    """A dead peer (no FIN: a pulled cable, a frozen laptop) must not hold its stream until TCP gives up."""
+    stack = await make_stack(progress_interval_ms=0, send_timeout_s=1)
+    job = await stack.submit(steps=20_000, interval_ms=0, start_delay_ms=300)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", stack.web.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    writer.write(f"GET /jobs/{job['id']}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await reader.readuntil(b"\r\n\r\n")
+    hub = stack.web.services.hub
+    assert hub.subscription_count == 1
+    # It reads nothing more, and keeps its socket open: the server's sends back up, then time out.
+    with anyio.fail_after(30):
+        while hub.subscription_count:
+            await anyio.sleep(0.05)
+    assert (await stack.job(job["id"]))["status"] in ("running", "succeeded")
+    writer.close()
+
+
 async def test_hub_survives_pubsub_connection_kill_without_gap(make_stack: StackFactory) -> None:
     stack = await make_stack(progress_interval_ms=0)
     job = await stack.submit(steps=200, interval_ms=5, start_delay_ms=300)

@@ -26,12 +26,21 @@ RECONNECT_SOON_MS = 250
 
 
 class SubscriptionResponse(EventSourceResponse):
-    def __init__(self, hub: Hub, subscription: Subscription, *, keepalive_s: float, retry_ms: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        subscription: Subscription,
+        *,
+        keepalive_s: float,
+        retry_ms: int,
+        send_timeout_s: float,
+    ) -> None:
         super().__init__(content=iter(()), headers=SSE_HEADERS)
         self._hub = hub
         self._subscription = subscription
         self._keepalive_s = keepalive_s
         self._retry_ms = retry_ms
+        self._send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -58,7 +67,21 @@ class SubscriptionResponse(EventSourceResponse):
         keepalive = encode_comment("keep-alive")
         try:
             while (chunk := await self._subscription.next_chunk(self._keepalive_s)) is not None:
-                await send({"type": "http.response.body", "body": chunk or keepalive, "more_body": True})
+                try:
+                    async with asyncio.timeout(self._send_timeout_s):
+                        await send(
+                            {"type": "http.response.body", "body": chunk or keepalive, "more_body": True}
+                        )
+                except TimeoutError:
+                    # A peer that accepts nothing for this long is gone (or as good as gone): drop it
+                    # rather than hold its connection for the kernel's retransmission timeout. It loses
+                    # nothing: a client that is still there resumes with Last-Event-ID.
+                    logger.info(
+                        "job %s: client took no bytes for %g s; dropped",
+                        self._subscription.job_id,
+                        self._send_timeout_s,
+                    )
+                    return
         except RedisError as exc:
             # Catching up needs Redis; without it, end the stream cleanly and let the client resume.
             logger.warning("job %s: stream ended, Redis unavailable: %s", self._subscription.job_id, exc)

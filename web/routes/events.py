@@ -89,5 +89,9 @@ async def stream_events(
         return Response(status_code=204, headers=SSE_HEADERS)
     subscription = await hub.open(job_id, after)
     return SubscriptionResponse(
-        hub, subscription, keepalive_s=settings.keepalive_s, retry_ms=settings.sse_retry_ms
+        hub,
+        subscription,
+        keepalive_s=settings.keepalive_s,
+        retry_ms=settings.sse_retry_ms,
+        send_timeout_s=settings.send_timeout_s,
     )
