@@ -76,7 +76,7 @@ class SubscriptionResponse(EventSourceResponse):
                     # A peer that accepts nothing for this long is gone (or as good as gone): drop it
                     # rather than hold its connection for the kernel's retransmission timeout. It loses
                     # nothing: a client that is still there resumes with Last-Event-ID.
-                    logger.info(
+                    logger.warning(
                         "job %s: client took no bytes for %g s; dropped",
                         self._subscription.job_id,
                         self._send_timeout_s,
