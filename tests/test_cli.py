@@ -119,7 +119,9 @@ async def read_until(process: Process, pattern: str, seen: list[str]) -> None:
             seen.extend(lines)
             if any(re.search(pattern, line) for line in lines):
                 return
-    raise AssertionError(f"stdout ended without {pattern!r}: {seen}")
+    code = await process.wait()
+    errors = await drain(process.stderr)
+    raise AssertionError(f"stdout ended without {pattern!r} (exit {code}, stderr {errors!r}): {seen}")
 
 
 async def test_submit_wait_prints_a_line_per_event_then_the_result(stack: Stack) -> None:
