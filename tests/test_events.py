@@ -194,19 +194,24 @@ async def test_disconnecting_client_is_released_at_once(stack: Stack) -> None:
     assert hub.channel_count == 0
 
 
+async def stalled_reader(port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection with a tiny receive buffer that reads the response headers, then nothing more."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await reader.readuntil(b"\r\n\r\n")
+    return reader, writer
+
+
 async def test_slow_reader_neither_blocks_others_nor_loses_events(make_stack: StackFactory) -> None:
     """A client that stops reading keeps bounded memory in the hub, and still gets everything later."""
     stack = await make_stack(progress_interval_ms=0, subscriber_buffer=16)
     job = await stack.submit(steps=20_000, interval_ms=0, start_delay_ms=500)
     path = f"/jobs/{job['id']}/events"
-    # A raw connection with a tiny receive buffer that reads the headers and then stops reading.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", stack.web.port))
-    slow_reader, slow_writer = await asyncio.open_connection(sock=sock, limit=4096)
-    slow_writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await slow_reader.readuntil(b"\r\n\r\n")
+    slow_reader, slow_writer = await stalled_reader(stack.web.port, path)
     fast = await read_events(stack.client, job["id"], deadline_s=60)
     assert_complete(fast)
     assert len(fast) == 20_003
@@ -235,13 +240,7 @@ async def test_a_client_that_takes_no_bytes_is_dropped_after_the_send_timeout(
     """A dead peer (no FIN: a pulled cable, a frozen laptop) must not hold its stream until TCP gives up."""
     stack = await make_stack(progress_interval_ms=0, send_timeout_s=1)
     job = await stack.submit(steps=20_000, interval_ms=0, start_delay_ms=300)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", stack.web.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    writer.write(f"GET /jobs/{job['id']}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await reader.readuntil(b"\r\n\r\n")
+    _, writer = await stalled_reader(stack.web.port, f"/jobs/{job['id']}/events")
     hub = stack.web.services.hub
     assert hub.subscription_count == 1
     # It reads nothing more, and keeps its socket open: the server's sends back up, then time out.

@@ -136,6 +136,20 @@ def test_readme_watch_job_snippet_is_the_example_pages_script() -> None:
     assert snippet.strip().startswith('<script type="module">') and snippet.strip().endswith("</script>")
 
 
+def python_output(args: list[str], url: str) -> str:
+    """What `python ARGS` prints, run as a user would with `JOBPULSE_URL` pointing at `url`."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        env={**os.environ, "JOBPULSE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_readme_cli_session_prints_what_is_shown(system: str) -> None:
     (command,) = [
         line for block in code_blocks("sh") for line in block.splitlines() if line.endswith("--wait | cat")
@@ -143,31 +157,13 @@ def test_readme_cli_session_prints_what_is_shown(system: str) -> None:
     (shown,) = [block for block in code_blocks("text") if block.startswith("status queued\n")]
     args = shlex.split(command.removesuffix(" | cat"))
     assert args[0] == "jobpulse"
-    result = subprocess.run(
-        [sys.executable, "-m", "jobpulse.cli", *args[1:]],
-        env={**os.environ, "JOBPULSE_URL": system},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == shown
+    assert python_output(["-m", "jobpulse.cli", *args[1:]], system) == shown
 
 
 def test_readme_client_example_prints_what_is_shown(system: str) -> None:
     (example,) = [block for block in code_blocks("python") if "from jobpulse.client import Client" in block]
     (shown,) = [block for block in code_blocks("text") if block.startswith("20% step 1/5\n")]
-    result = subprocess.run(
-        [sys.executable, "-c", example],
-        env={**os.environ, "JOBPULSE_URL": system},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == shown
+    assert python_output(["-c", example], system) == shown
 
 
 def test_readme_task_example_is_simulate_minus_its_options() -> None:
