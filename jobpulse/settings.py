@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         ge=8,
         description="Events buffered per SSE client; a client further behind re-reads from Redis instead.",
     )
+    redis_reconnect_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A worker that loses Redis keeps retrying this long before it exits (and is restarted).",
+    )
     redis_timeout_s: float = Field(
         default=5.0, gt=0, le=120, description="A Redis command or connect taking longer fails (503)."
     )

@@ -1,8 +1,8 @@
 """`python -m stack`: Redis (private unless REDIS_URL is set), an arq worker and the web app, till Ctrl-C.
 
-A small supervisor for trying jobpulse on one machine: a child that dies is started again (the arq worker
-exits when it loses Redis), unless it keeps dying right after its start, which means something is wrong
-(a port in use, a broken install) and everything stops.
+A small supervisor for trying jobpulse on one machine: a child that dies is started again (an arq worker
+exits after JOBPULSE_REDIS_RECONNECT_S without Redis), unless it keeps dying right after its start, which
+means something is wrong (a port in use, a broken install) and everything stops.
 """
 
 import argparse

@@ -248,3 +248,55 @@ async def test_worker_sigterm_with_a_grace_period_lets_the_running_job_finish(
         assert await anyio.to_thread.run_sync(worker.wait, 20) == 0, worker.output()
         assert (await client.get(f"/jobs/{waiting.json()['id']}")).json()["status"] == "queued"
     assert statuses(events) == [("queued", 0), ("running", 1), ("succeeded", 1)]
+
+
+async def read_through_outages(client: httpx.AsyncClient, job_id: str, deadline_s: float) -> list[Event]:
+    """Like a browser's EventSource: resume from the last id after any failure, 503s included."""
+    events: list[Event] = []
+    with anyio.fail_after(deadline_s):
+        while not events or not events[-1].is_terminal:
+            last = next((event.id for event in reversed(events) if event.id), None)
+            try:
+                events += await read_events(client, job_id, last_event_id=last, deadline_s=deadline_s)
+            except httpx.HTTPError:
+                await anyio.sleep(0.2)
+    return events
+
+
+async def test_redis_restart_mid_job_loses_and_repeats_nothing(tmp_path: Path, env: dict[str, str]) -> None:
+    """Redis with its append-only file, as in docker-compose, stopped and started again under a job."""
+    redis = RedisServer(appendonly=True, directory=tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    redis.start()
+    launch = Launcher({**env, "REDIS_URL": redis.url}, tmp_path)
+    try:
+        worker = launch.worker()
+        _, url = launch.web()
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            response = await client.post(
+                "/jobs", json={"task": "simulate", "params": {"steps": 60, "interval_ms": 50}}
+            )
+            job_id = response.json()["id"]
+            reader = asyncio.create_task(read_through_outages(client, job_id, deadline_s=60))
+            await wait_for_progress(client, job_id, 20)
+            await anyio.to_thread.run_sync(redis.stop)
+            refused = await client.post(
+                "/jobs", json={"task": "simulate", "params": {"steps": 1, "interval_ms": 0}}
+            )
+            assert refused.status_code == 503 and "Redis is unavailable" in refused.json()["detail"]
+            await anyio.sleep(1)
+            await anyio.to_thread.run_sync(redis.start)
+            events = await reader
+            after = await client.post(
+                "/jobs", json={"task": "simulate", "params": {"steps": 3, "interval_ms": 0}}
+            )
+            assert after.status_code == 202
+            final = await read_through_outages(client, after.json()["id"], deadline_s=20)
+        assert ids(events) == list(range(1, len(events) + 1))
+        assert statuses(events) == [("queued", 0), ("running", 1), ("succeeded", 1)]
+        assert final[-1].data["status"] == "succeeded"
+        assert worker.popen is not None and worker.popen.poll() is None, "the worker rode it out"
+    finally:
+        for process in launch.started:
+            process.stop()
+        redis.cleanup()

@@ -11,6 +11,7 @@ from jobpulse.tasks import TASK_PARAMS
 from jobpulse.uploads import UploadStorage
 from worker.heartbeat import StallReaper
 from worker.lifecycle import STORE_KEY, lifecycle_task
+from worker.redis_pool import worker_redis
 from worker.tasks import TASK_IMPLS
 from worker.tasks.process_upload import UPLOADS_KEY, UploadReading
 from worker.upload_sweeper import upload_sweeper
@@ -59,6 +60,7 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
     return {
         "functions": functions,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_pool": worker_redis(settings),
         "queue_name": settings.queue_name,
         "max_jobs": settings.max_jobs,
         "allow_abort_jobs": True,

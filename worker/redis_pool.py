@@ -1,0 +1,64 @@
+"""The worker's Redis connection: one that waits for Redis to come back instead of failing at once.
+
+arq's worker dies on the first connection error its poll loop meets, and redis-py's command retries do
+not help there: a pool hands out a connection *before* the retry starts, and reconnecting a dropped one
+fails at once while Redis restarts. So the pool itself retries getting a connected connection, with
+backoff, for up to `JOBPULSE_REDIS_RECONNECT_S`; commands on it retry too. Past that the worker exits as
+before and its supervisor starts it again.
+"""
+
+import asyncio
+from typing import Any
+
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from jobpulse.settings import Settings
+
+_BACKOFF_CAP_S = 1.0
+_FIRST_BACKOFF_S = 0.05
+
+
+class ReconnectingPool(ConnectionPool):
+    def __init__(self, *args: Any, reconnect_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reconnect_s = reconnect_s
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_s
+        delay = _FIRST_BACKOFF_S
+        while True:
+            try:
+                connection: AbstractConnection = await super().get_connection(*args, **kwargs)
+                return connection
+            except (RedisConnectionError, RedisTimeoutError):
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_CAP_S)
+
+
+def worker_redis(settings: Settings) -> ArqRedis:
+    """The connection arq's worker (and our store, heartbeats and reaper through it) uses."""
+    retries = max(1, int(settings.redis_reconnect_s / _BACKOFF_CAP_S))
+    pool = ReconnectingPool.from_url(
+        settings.redis_url,
+        reconnect_s=settings.redis_reconnect_s,
+        retry=Retry(ExponentialBackoff(cap=_BACKOFF_CAP_S, base=_FIRST_BACKOFF_S), retries=retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
+    redis = ArqRedis(connection_pool=pool)
+    redis.auto_close_connection_pool = True  # closing the client closes the pool, as Redis.from_pool() does
+    # What arq's create_pool() sets on the pools it makes.
+    redis.job_serializer = None
+    redis.job_deserializer = None
+    redis.default_queue_name = settings.queue_name
+    redis.expires_extra_ms = 86_400_000
+    return redis
