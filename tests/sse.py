@@ -48,11 +48,21 @@ def ids(events: list[Event]) -> list[int]:
     return [int(event.id) for event in events if event.id]
 
 
-async def read_to_the_end(client: httpx.AsyncClient, job_id: str, *, deadline_s: float = 30) -> list[Event]:
-    """Like a reconnecting client (EventSource): resume with the last id until the terminal event."""
+async def read_to_the_end(
+    client: httpx.AsyncClient, job_id: str, *, deadline_s: float = 30, through_outages: bool = False
+) -> list[Event]:
+    """Like a reconnecting client (EventSource): resume with the last id until the terminal event.
+
+    `through_outages`: also after a failed request (a 503 while Redis is down, a refused connection).
+    """
     events: list[Event] = []
     with anyio.fail_after(deadline_s):
         while not events or not events[-1].is_terminal:
             last = next((event.id for event in reversed(events) if event.id), None)
-            events += await read_events(client, job_id, last_event_id=last, deadline_s=deadline_s)
+            try:
+                events += await read_events(client, job_id, last_event_id=last, deadline_s=deadline_s)
+            except httpx.HTTPError:
+                if not through_outages:
+                    raise
+                await anyio.sleep(0.2)
     return events

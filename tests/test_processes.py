@@ -74,18 +74,28 @@ def statuses(events: list[Event]) -> list[tuple[str, int]]:
     return [(e.data["status"], e.data["attempt"]) for e in events if e.event == "status"]
 
 
+async def submit_simulate(client: httpx.AsyncClient, *, steps: int, interval_ms: int) -> str:
+    response = await client.post(
+        "/jobs", json={"task": "simulate", "params": {"steps": steps, "interval_ms": interval_ms}}
+    )
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def wait_for_progress(client: httpx.AsyncClient, job_id: str, at_least: float) -> None:
+    with anyio.fail_after(10):
+        while (await client.get(f"/jobs/{job_id}")).json()["progress"] < at_least:
+            await anyio.sleep(0.05)
+
+
 async def test_worker_sigterm_mid_job_retries_on_another_worker(launch: Launcher) -> None:
     first = launch.worker("worker1")
     _, url = launch.web()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        response = await client.post(
-            "/jobs", json={"task": "simulate", "params": {"steps": 30, "interval_ms": 50}}
-        )
-        job_id = response.json()["id"]
+        job_id = await submit_simulate(client, steps=30, interval_ms=50)
         reader = asyncio.create_task(read_events(client, job_id, deadline_s=60))
-        with anyio.fail_after(10):
-            while (await client.get(f"/jobs/{job_id}")).json()["progress"] < 20:
-                await anyio.sleep(0.05)
+        await wait_for_progress(client, job_id, 20)
         first.signal(signal.SIGTERM)
         assert first.wait(10) == 0, first.output()
         with anyio.fail_after(5):
@@ -113,10 +123,7 @@ async def test_web_restart_mid_stream_resumes_without_gap_or_duplicate(launch: L
     web, url = launch.web("web1")
     port = int(url.rsplit(":", 1)[1])
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        response = await client.post(
-            "/jobs", json={"task": "simulate", "params": {"steps": 60, "interval_ms": 50}}
-        )
-        job_id = response.json()["id"]
+        job_id = await submit_simulate(client, steps=60, interval_ms=50)
         before = await read_events(client, job_id, limit=15)
         web.stop()
         launch.web("web2", port=port)
@@ -131,10 +138,7 @@ async def test_web_sigterm_ends_open_streams_at_once_with_a_retry_hint(launch: L
     launch.worker()
     web, url = launch.web()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        response = await client.post(
-            "/jobs", json={"task": "simulate", "params": {"steps": 100, "interval_ms": 100}}
-        )
-        job_id = response.json()["id"]
+        job_id = await submit_simulate(client, steps=100, interval_ms=100)
         received = b""
         async with client.stream("GET", f"/jobs/{job_id}/events") as stream:
             chunks = stream.aiter_bytes()
@@ -161,12 +165,6 @@ def quick_stalls(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-async def wait_for_progress(client: httpx.AsyncClient, job_id: str, at_least: float) -> None:
-    with anyio.fail_after(10):
-        while (await client.get(f"/jobs/{job_id}")).json()["progress"] < at_least:
-            await anyio.sleep(0.05)
-
-
 async def test_worker_sigkill_mid_job_is_noticed_in_seconds_and_run_again(
     launch: Launcher, quick_stalls: dict[str, str]
 ) -> None:
@@ -174,10 +172,7 @@ async def test_worker_sigkill_mid_job_is_noticed_in_seconds_and_run_again(
     doomed = launch.worker("worker1")
     _, url = launch.web()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        response = await client.post(
-            "/jobs", json={"task": "simulate", "params": {"steps": 30, "interval_ms": 50}}
-        )
-        job_id = response.json()["id"]
+        job_id = await submit_simulate(client, steps=30, interval_ms=50)
         reader = asyncio.create_task(read_to_the_end(client, job_id, deadline_s=30))
         await wait_for_progress(client, job_id, 20)
         doomed.signal(signal.SIGKILL)
@@ -210,10 +205,7 @@ async def test_worker_sigkill_on_the_last_attempt_fails_the_job_in_seconds(
     doomed = launch.worker("worker1")
     _, url = launch.web()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        response = await client.post(
-            "/jobs", json={"task": "simulate", "params": {"steps": 100, "interval_ms": 50}}
-        )
-        job_id = response.json()["id"]
+        job_id = await submit_simulate(client, steps=100, interval_ms=50)
         await wait_for_progress(client, job_id, 5)
         doomed.signal(signal.SIGKILL)
         started = time.monotonic()
@@ -235,10 +227,7 @@ async def test_worker_sigterm_with_a_grace_period_lets_the_running_job_finish(
     worker = launch.worker()
     _, url = launch.web()
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        response = await client.post(
-            "/jobs", json={"task": "simulate", "params": {"steps": 30, "interval_ms": 50}}
-        )
-        job_id = response.json()["id"]
+        job_id = await submit_simulate(client, steps=30, interval_ms=50)
         await wait_for_progress(client, job_id, 20)
         worker.signal(signal.SIGTERM)
         waiting = await client.post(
@@ -248,19 +237,6 @@ async def test_worker_sigterm_with_a_grace_period_lets_the_running_job_finish(
         assert await anyio.to_thread.run_sync(worker.wait, 20) == 0, worker.output()
         assert (await client.get(f"/jobs/{waiting.json()['id']}")).json()["status"] == "queued"
     assert statuses(events) == [("queued", 0), ("running", 1), ("succeeded", 1)]
-
-
-async def read_through_outages(client: httpx.AsyncClient, job_id: str, deadline_s: float) -> list[Event]:
-    """Like a browser's EventSource: resume from the last id after any failure, 503s included."""
-    events: list[Event] = []
-    with anyio.fail_after(deadline_s):
-        while not events or not events[-1].is_terminal:
-            last = next((event.id for event in reversed(events) if event.id), None)
-            try:
-                events += await read_events(client, job_id, last_event_id=last, deadline_s=deadline_s)
-            except httpx.HTTPError:
-                await anyio.sleep(0.2)
-    return events
 
 
 async def test_redis_restart_mid_job_loses_and_repeats_nothing(tmp_path: Path, env: dict[str, str]) -> None:
@@ -273,11 +249,8 @@ async def test_redis_restart_mid_job_loses_and_repeats_nothing(tmp_path: Path, e
         worker = launch.worker()
         _, url = launch.web()
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            response = await client.post(
-                "/jobs", json={"task": "simulate", "params": {"steps": 60, "interval_ms": 50}}
-            )
-            job_id = response.json()["id"]
-            reader = asyncio.create_task(read_through_outages(client, job_id, deadline_s=60))
+            job_id = await submit_simulate(client, steps=60, interval_ms=50)
+            reader = asyncio.create_task(read_to_the_end(client, job_id, deadline_s=60, through_outages=True))
             await wait_for_progress(client, job_id, 20)
             await anyio.to_thread.run_sync(redis.stop)
             refused = await client.post(
@@ -291,7 +264,7 @@ async def test_redis_restart_mid_job_loses_and_repeats_nothing(tmp_path: Path, e
                 "/jobs", json={"task": "simulate", "params": {"steps": 3, "interval_ms": 0}}
             )
             assert after.status_code == 202
-            final = await read_through_outages(client, after.json()["id"], deadline_s=20)
+            final = await read_to_the_end(client, after.json()["id"], deadline_s=20, through_outages=True)
         assert ids(events) == list(range(1, len(events) + 1))
         assert statuses(events) == [("queued", 0), ("running", 1), ("succeeded", 1)]
         assert final[-1].data["status"] == "succeeded"
