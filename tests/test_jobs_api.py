@@ -308,7 +308,9 @@ async def test_task_stops_at_its_next_progress_call_after_cancel(make_stack: Sta
     with anyio.fail_after(2):
         while worker.job_tasks:
             await anyio.sleep(0.02)
-    assert await stack.redis.zscore(abort_jobs_ss, job["id"]) is None
+        # arq drops the abort request in its own finishing step, just after the task has ended.
+        while await stack.redis.zscore(abort_jobs_ss, job["id"]) is not None:
+            await anyio.sleep(0.02)
     assert (await stack.job(job["id"]))["status"] == "cancelled"
 
 
