@@ -25,3 +25,8 @@ def live_channel(job_id: str) -> str:
 def running_attempts_key() -> str:
     """Sorted set of running attempts (`job_id:attempt`), scored by their last heartbeat (Redis ms)."""
     return f"{PREFIX}:running"
+
+
+def submission_rate_key(client: str) -> str:
+    """When `client` may next submit, in Redis ms (the submission rate limiter's only state)."""
+    return f"{PREFIX}:rate:submit:{client}"

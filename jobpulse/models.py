@@ -63,6 +63,18 @@ class JobView(BaseModel):
     events_url: str
 
 
+class SubmittedJob(JobView):
+    """A job as submitting it returns it: with the token that lets its holder read it."""
+
+    token: str | None = Field(
+        default=None,
+        description=(
+            "Opens this job's status and events (as `Authorization: Bearer TOKEN` or `?token=TOKEN`) until "
+            "it expires; null when the server has no API keys and jobs are open to all."
+        ),
+    )
+
+
 class LostEvent(BaseModel):
     """`data:` of an SSE `lost` event: the events you asked to resume after are no longer retained.
 

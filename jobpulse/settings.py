@@ -6,13 +6,19 @@ never at import time, so tests can pass their own.
 """
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Lists in the environment are comma-separated (`JOBPULSE_CORS_ORIGINS=https://a.example,https://b.example`),
+# not JSON, so they read as they would in any shell or compose file.
+CommaSeparated = Annotated[tuple[str, ...], NoDecode]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JOBPULSE_", extra="ignore")
+    # Errors name the variable, never echo its value: some of them are secrets.
+    model_config = SettingsConfigDict(env_prefix="JOBPULSE_", extra="ignore", hide_input_in_errors=True)
 
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
@@ -118,6 +124,76 @@ class Settings(BaseSettings):
         ge=0,
         description="Process uploads no faster than this, so the bars visibly move in demos; 0 = no limit.",
     )
+
+    # Access control and limits
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description=(
+            "Comma-separated keys accepted as `Authorization: Bearer KEY`. Set, they are required to submit, "
+            "upload and cancel, and reading a job needs a key or its token; empty leaves the API open."
+        ),
+    )
+    token_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Signs the per-job read tokens; required with `JOBPULSE_API_KEYS` and the same on every web "
+            "process. Use 32 random bytes or more: "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+        ),
+    )
+    token_ttl_s: int = Field(
+        default=86_400, ge=60, description="A job's read token expires this long after it is issued."
+    )
+    cors_origins: CommaSeparated = Field(
+        default=(),
+        description="Comma-separated origins (`https://app.example`) whose pages may call the API.",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="Let those origins send cookies or HTTP authentication; not allowed with origin `*`.",
+    )
+    submissions_per_minute: int = Field(
+        default=300,
+        ge=0,
+        description=(
+            "Jobs and uploads one client (API key, else IP address) may submit a minute, across all web "
+            "processes; more get 429 with Retry-After. 0 = no limit."
+        ),
+    )
+    max_streams_per_client: int = Field(
+        default=100,
+        ge=0,
+        description=(
+            "Event streams and long-polls one client may hold open at once on one web process; more get "
+            "429. 0 = no limit."
+        ),
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _keys_need_a_token_secret(self) -> "Settings":
+        if self.api_keys and self.token_secret is None:
+            raise ValueError(
+                "JOBPULSE_API_KEYS is set but JOBPULSE_TOKEN_SECRET is not: set it (the same on every web "
+                "process) so that job read tokens can be signed"
+            )
+        if self.token_secret is not None and len(self.token_secret.get_secret_value()) < 16:
+            raise ValueError("JOBPULSE_TOKEN_SECRET must be at least 16 characters")
+        return self
+
+    @model_validator(mode="after")
+    def _no_credentials_for_every_origin(self) -> "Settings":
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "JOBPULSE_CORS_ALLOW_CREDENTIALS cannot be used with origin '*': list the origins instead"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stall_outlasts_heartbeats(self) -> "Settings":

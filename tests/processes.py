@@ -49,9 +49,14 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
+# Every test's client is 127.0.0.1, and the session's Redis outlives a test: per-client limits would
+# carry over from one test to the next. The tests of the limits set their own.
+NO_CLIENT_LIMITS = {"JOBPULSE_SUBMISSIONS_PER_MINUTE": "0", "JOBPULSE_MAX_STREAMS_PER_CLIENT": "0"}
+
+
 def process_env(redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBPULSE_")}
-    return {**env, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **extra}
+    return {**env, **NO_CLIENT_LIMITS, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **extra}
 
 
 def worker_process(env: dict[str, str], log: Path) -> Process:

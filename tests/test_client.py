@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import pytest
-from pydantic import JsonValue
+from pydantic import JsonValue, SecretStr
 
 from jobpulse.client import (
     AsyncClient,
@@ -31,7 +31,7 @@ from jobpulse.client import (
     ServerUnavailable,
     WaitTimeout,
 )
-from jobpulse.models import JobView, LostEvent, ProgressEvent, StatusEvent
+from jobpulse.models import JobView, LostEvent, ProgressEvent, StatusEvent, SubmittedJob
 from jobpulse.status import JobStatus
 from stack.redis_server import RedisServer, free_port
 from tests.conftest import Stack, StackFactory
@@ -769,3 +769,52 @@ async def test_a_stream_cut_short_resumes_after_its_retry_hint_without_repeating
     (first, _, first_headers), (second, _, second_headers) = recorder.requests
     assert "last-event-id" not in first_headers and second_headers["last-event-id"] == "2"
     assert 0.25 <= second - first < 1
+
+
+# --- API keys, job tokens and per-client limits ----------------------------------------------------------
+
+API_KEY = "client-test-key-0123456789"
+
+
+async def test_with_api_keys_the_key_submits_and_the_job_token_reads(
+    make_stack: StackFactory, connect: ClientFactory
+) -> None:
+    stack = await make_stack(
+        progress_interval_ms=0, api_keys=(SecretStr(API_KEY),), token_secret=SecretStr("t" * 32)
+    )
+    with pytest.raises(RequestRejected) as refused:
+        await connect(stack.web.url).submit("simulate", steps=1, interval_ms=0)
+    assert refused.value.status == 401
+    job = await connect(stack.web.url, token=API_KEY).submit("simulate", steps=3, interval_ms=10)
+    assert isinstance(job, SubmittedJob) and job.token
+    reader = connect(stack.web.url, token=job.token)
+    assert await reader.wait(job.id, timeout=20) == {"steps": 3}
+    events, _ = await reader.events(job.id)
+    assert [e.status for e in events if isinstance(e, StatusEvent)][-1] is JobStatus.SUCCEEDED
+    # the token reads only its own job, and cancels nothing
+    other = await connect(stack.web.url, token=API_KEY).submit("simulate", steps=1, interval_ms=0)
+    for attempt in (reader.get(other.id), reader.cancel(job.id)):
+        with pytest.raises(RequestRejected) as refused:
+            await attempt
+        assert refused.value.status == 401
+
+
+async def test_a_429_is_waited_out_like_a_503(make_stack: StackFactory, connect: ClientFactory) -> None:
+    """At the stream limit the client waits `Retry-After` and tries again rather than giving up."""
+    stack = await make_stack(progress_interval_ms=0, max_streams_per_client=1)
+    job = await stack.submit(steps=2, interval_ms=10, start_delay_ms=1_000)
+    holder = await stack.client.send(
+        stack.client.build_request("GET", f"/jobs/{job['id']}/events"), stream=True
+    )
+    assert holder.status_code == 200
+
+    async def free_the_slot_soon() -> None:
+        await anyio.sleep(1)
+        await holder.aclose()
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(free_the_slot_soon)
+        result = await connect(stack.web.url).wait(job["id"], timeout=30)
+    assert result == {"steps": 2}
+    assert time.monotonic() - started >= 4  # Retry-After: 5, counted from the first refusal

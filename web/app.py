@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
@@ -12,8 +13,10 @@ from jobpulse.models import LostEvent, ProgressEvent, StatusEvent, SubmitJob
 from jobpulse.settings import Settings
 from jobpulse.tasks import TASK_PARAMS
 from jobpulse.uploads import UploadStorage
+from web.access_log import redact_access_log
 from web.errors import install_error_handlers
 from web.routes import events, jobs, pages, uploads
+from web.security_headers import SecurityHeaders
 from web.services import Services
 from web.shutdown import on_stop_signal
 
@@ -52,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redact_access_log()
         UploadStorage(settings.upload_dir).ensure()
         services = await Services.start(settings)
         app.state.services = services
@@ -69,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    _install_middleware(app, settings)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(uploads.router)
@@ -76,6 +81,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", pages.static_files(), name="static")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)
 
 
 def __getattr__(name: str) -> Any:

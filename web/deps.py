@@ -32,6 +32,7 @@ def get_hub(request: Request) -> Hub:
     return get_services(request).hub
 
 
+ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]

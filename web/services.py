@@ -7,7 +7,9 @@ from redis.asyncio import BlockingConnectionPool
 
 from jobpulse.settings import Settings
 from jobpulse.store import JobStore
+from web.access import AccessPolicy
 from web.hub import Hub
+from web.limits import StreamSlots, SubmissionRate
 from web.queue import JobQueue
 
 # Shown by `CLIENT LIST`, so operators (and tests) can count the web processes' connections.
@@ -21,6 +23,9 @@ class Services:
     store: JobStore
     queue: JobQueue
     hub: Hub
+    access: AccessPolicy
+    submissions: SubmissionRate
+    streams: StreamSlots
 
     @classmethod
     async def start(cls, settings: Settings) -> "Services":
@@ -45,7 +50,16 @@ class Services:
             ping_interval_s=settings.hub_ping_interval_s,
         )
         await hub.start()
-        return cls(settings, redis, store, JobQueue(redis, settings.queue_name), hub)
+        return cls(
+            settings,
+            redis,
+            store,
+            JobQueue(redis, settings.queue_name),
+            hub,
+            AccessPolicy(settings),
+            SubmissionRate(redis, settings.submissions_per_minute),
+            StreamSlots(settings.max_streams_per_client),
+        )
 
     async def stop(self) -> None:
         await self.hub.stop()

@@ -8,6 +8,7 @@ and the subscription is released in `finally` the moment the client disconnects.
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from fastapi.sse import EventSourceResponse
 from redis.exceptions import RedisError
@@ -31,6 +32,7 @@ class SubscriptionResponse(EventSourceResponse):
         hub: Hub,
         subscription: Subscription,
         *,
+        on_close: Callable[[], None] = lambda: None,
         keepalive_s: float,
         retry_ms: int,
         send_timeout_s: float,
@@ -38,6 +40,7 @@ class SubscriptionResponse(EventSourceResponse):
         super().__init__(content=iter(()), headers=SSE_HEADERS)
         self._hub = hub
         self._subscription = subscription
+        self._on_close = on_close
         self._keepalive_s = keepalive_s
         self._retry_ms = retry_ms
         self._send_timeout_s = send_timeout_s
@@ -57,6 +60,7 @@ class SubscriptionResponse(EventSourceResponse):
                     raise exc
         finally:
             self._hub.release(self._subscription)
+            self._on_close()
 
     async def _write(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})

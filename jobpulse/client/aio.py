@@ -24,7 +24,7 @@ from jobpulse.client.errors import (
 from jobpulse.client.multipart import FileBody
 from jobpulse.client.options import STREAM_READ_TIMEOUT_S, ClientOptions
 from jobpulse.client.resume import JobEvent, Next, Resumer, job_path, outcome
-from jobpulse.models import JobView, ProgressEvent, StatusEvent
+from jobpulse.models import JobView, ProgressEvent, StatusEvent, SubmittedJob
 
 
 class _UntilEnd:
@@ -173,16 +173,16 @@ class AsyncClient:
     ) -> None:
         await self.aclose()
 
-    async def submit(self, task: str, /, **params: Any) -> JobView:
+    async def submit(self, task: str, /, **params: Any) -> SubmittedJob:
         """See `Client.submit`."""
-        return await self._job(
+        return await self._submitted(
             lambda: self._http.build_request("POST", "/jobs", json={"task": task, "params": params})
         )
 
-    async def upload(self, path: str | os.PathLike[str], *, filename: str | None = None) -> JobView:
+    async def upload(self, path: str | os.PathLike[str], *, filename: str | None = None) -> SubmittedJob:
         """See `Client.upload`; the file is read in a worker thread, so the event loop never waits on disk."""
         body = FileBody(path, filename)
-        return await self._job(
+        return await self._submitted(
             lambda: self._http.build_request("POST", "/uploads", headers=body.headers, content=body.achunks())
         )
 
@@ -243,6 +243,9 @@ class AsyncClient:
 
     async def _job(self, build: Callable[[], httpx.Request], job_id: str | None = None) -> JobView:
         return JobView.model_validate_json((await self._send(build, job_id)).content)
+
+    async def _submitted(self, build: Callable[[], httpx.Request]) -> SubmittedJob:
+        return SubmittedJob.model_validate_json((await self._send(build, None)).content)
 
     async def _send(self, build: Callable[[], httpx.Request], job_id: str | None) -> httpx.Response:
         """See `Client._send`."""

@@ -64,7 +64,7 @@ class ServerUnavailable(JobpulseError):
 
 
 class RequestRejected(JobpulseError):
-    """The server refused the request itself (400, 409, 413, 415, 422 ...): sending it again will not help.
+    """The server refused the request itself (400, 401, 409, 413, 422 ...): sending it again will not help.
 
     `detail` is the server's `detail` as it sent it: a string, or for 422 a list of `{loc, msg, type}`.
     """
@@ -87,8 +87,10 @@ class UnexpectedResponse(JobpulseError):
         self.detail = detail
 
 
-# A proxy in front of a restarting web process answers 502 or 504 where the process itself would say 503.
-UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+# Answers that mean "not now": sent again after `Retry-After` (with backoff) until `reconnect_timeout`.
+# A proxy in front of a restarting web process answers 502 or 504 where the process itself would say 503;
+# 429 is a per-client limit (submissions a minute, open streams) that frees up with time.
+UNAVAILABLE_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def detail_of(body: bytes) -> Any:

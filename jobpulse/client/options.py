@@ -63,7 +63,7 @@ class ClientOptions:
         )
 
     def headers(self) -> dict[str, str]:
-        """Sent with every request. The server has no authentication yet; the token is ready for it."""
+        """Sent with every request: the token is an API key, or one job's read token."""
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"

@@ -18,7 +18,7 @@ from jobpulse.client.errors import UNAVAILABLE_STATUSES, ServerUnavailable, deta
 from jobpulse.client.multipart import FileBody
 from jobpulse.client.options import STREAM_READ_TIMEOUT_S, ClientOptions
 from jobpulse.client.resume import JobEvent, Next, Resumer, job_path, outcome
-from jobpulse.models import JobView, ProgressEvent, StatusEvent
+from jobpulse.models import JobView, ProgressEvent, StatusEvent, SubmittedJob
 
 
 class _UntilEnd:
@@ -200,15 +200,15 @@ class Client:
     ) -> None:
         self.close()
 
-    def submit(self, task: str, /, **params: Any) -> JobView:
+    def submit(self, task: str, /, **params: Any) -> SubmittedJob:
         """Queue `task` with `params`; the server checks them (`RequestRejected`, 422, if they do not fit)."""
         body = {"task": task, "params": params}
-        return self._job(lambda: self._http.build_request("POST", "/jobs", json=body))
+        return self._submitted(lambda: self._http.build_request("POST", "/jobs", json=body))
 
-    def upload(self, path: str | os.PathLike[str], *, filename: str | None = None) -> JobView:
+    def upload(self, path: str | os.PathLike[str], *, filename: str | None = None) -> SubmittedJob:
         """Send a file (read from disk as it goes) and get its `process_upload` job."""
         body = FileBody(path, filename)
-        return self._job(
+        return self._submitted(
             lambda: self._http.build_request("POST", "/uploads", headers=body.headers, content=body.chunks())
         )
 
@@ -267,6 +267,9 @@ class Client:
 
     def _job(self, build: Callable[[], httpx.Request], job_id: str | None = None) -> JobView:
         return JobView.model_validate_json(self._send(build, job_id).content)
+
+    def _submitted(self, build: Callable[[], httpx.Request]) -> SubmittedJob:
+        return SubmittedJob.model_validate_json(self._send(build, None).content)
 
     def _send(self, build: Callable[[], httpx.Request], job_id: str | None) -> httpx.Response:
         """Send the request built by `build` (again after a 503, until `reconnect_timeout`)."""

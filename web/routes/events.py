@@ -5,8 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from web.deps import HubDep, SettingsDep, StoreDep
+from web.deps import ServicesDep
 from web.errors import ERROR_BODY, BadRequest
+from web.guards import TOO_MANY, UNAUTHORIZED, JobReaderDep
 from web.routes.jobs import load_job
 from web.sse_response import SSE_HEADERS, SubscriptionResponse
 
@@ -65,32 +66,40 @@ def _resume_point(header: str | None, query: str | None) -> int:
         },
         204: {"description": "`Last-Event-ID` is the job's terminal event: nothing more will come."},
         400: {"description": "Malformed `Last-Event-ID`, or one ahead of the job's history.", **ERROR_BODY},
+        **UNAUTHORIZED,
         404: {"description": "No such job.", **ERROR_BODY},
+        **TOO_MANY,
         503: {"description": "Redis is unavailable; retry after `Retry-After` seconds.", **ERROR_BODY},
     },
 )
 async def stream_events(
     job_id: str,
-    store: StoreDep,
-    hub: HubDep,
-    settings: SettingsDep,
+    caller: JobReaderDep,
+    services: ServicesDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[
         str | None, Query(description="For clients that cannot set the `Last-Event-ID` header.")
     ] = None,
 ) -> Response:
     after = _resume_point(last_event_id_header, last_event_id)
-    state = await load_job(store, job_id)
+    settings = services.settings
+    state = await load_job(services.store, job_id)
     if after > state.last_event_id:
         raise BadRequest(
             400, f"Last-Event-ID {after} is ahead of this job's newest event ({state.last_event_id})."
         )
     if state.is_terminal and after >= state.last_event_id:
         return Response(status_code=204, headers=SSE_HEADERS)
-    subscription = await hub.open(job_id, after)
+    slot = services.streams.take(caller.identity)
+    try:
+        subscription = await services.hub.open(job_id, after)
+    except BaseException:
+        slot.release()
+        raise
     return SubscriptionResponse(
-        hub,
+        services.hub,
         subscription,
+        on_close=slot.release,
         keepalive_s=settings.keepalive_s,
         retry_ms=settings.sse_retry_ms,
         send_timeout_s=settings.send_timeout_s,

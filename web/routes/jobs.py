@@ -11,12 +11,13 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from jobpulse.ids import is_job_id, new_job_id
-from jobpulse.models import JobView, SubmitJob
+from jobpulse.models import JobView, SubmitJob, SubmittedJob
 from jobpulse.status import JobStatus
 from jobpulse.store import JobNotFound, JobState, JobStore
 from jobpulse.tasks import TASK_PARAMS, TaskParams
-from web.deps import HubDep, QueueDep, SettingsDep, StoreDep
+from web.deps import QueueDep, ServicesDep, StoreDep
 from web.errors import ERROR_BODY, BadRequest
+from web.guards import TOO_MANY, UNAUTHORIZED, JobReaderDep, KeyHolderDep, SubmitterDep
 from web.long_poll import MAX_WAIT_S, wait_until_terminal
 from web.queue import JobQueue
 
@@ -105,14 +106,16 @@ async def load_job(store: JobStore, job_id: str) -> JobState:
 @router.post(
     "/jobs",
     status_code=202,
-    response_model=JobView,
+    response_model=SubmittedJob,
     summary="Submit a job",
     responses={
         202: {"description": "Queued. `Location` is the job's URL; `events_url` streams its progress."},
         400: {"description": "Malformed JSON.", **ERROR_BODY},
+        **UNAUTHORIZED,
         413: {"description": "Body larger than `JOBPULSE_MAX_BODY_BYTES`.", **ERROR_BODY},
         415: {"description": "Content-Type is not JSON.", **ERROR_BODY},
         422: {"description": "Unknown task, or params that do not fit the task's params model."},
+        **TOO_MANY,
         503: {"description": "Redis is unavailable; retry after `Retry-After` seconds.", **ERROR_BODY},
     },
     openapi_extra={
@@ -123,13 +126,19 @@ async def load_job(store: JobStore, job_id: str) -> JobState:
     },
 )
 async def submit_job(
-    request: Request, response: Response, store: StoreDep, queue: QueueDep, settings: SettingsDep
-) -> JobView:
+    request: Request, response: Response, _: SubmitterDep, services: ServicesDep
+) -> SubmittedJob:
     """Validate `params` against the task's params model, record the job as `queued` and enqueue it."""
-    task, params = await _read_submission(request, settings.max_body_bytes)
-    view = await start_job(store, queue, new_job_id(), task, params)
+    task, params = await _read_submission(request, services.settings.max_body_bytes)
+    view = await start_job(services.store, services.queue, new_job_id(), task, params)
+    return submitted(services, response, view)
+
+
+def submitted(services: ServicesDep, response: Response, view: JobView) -> SubmittedJob:
+    """The answer to a submission: where the job lives, and the token that reads it."""
     response.headers["Location"] = f"/jobs/{view.id}"
-    return view
+    response.headers["Cache-Control"] = "no-store"  # it carries the job's token
+    return SubmittedJob(**view.model_dump(), token=services.access.issue_token(view.id))
 
 
 async def start_job(store: JobStore, queue: JobQueue, job_id: str, task: str, params: TaskParams) -> JobView:
@@ -153,14 +162,16 @@ async def start_job(store: JobStore, queue: JobQueue, job_id: str, task: str, pa
     response_model=JobView,
     summary="Get a job's current state",
     responses={
+        **UNAUTHORIZED,
         404: {"description": "No such job (or its retention expired).", **ERROR_BODY},
         422: {"description": f"`wait` is not a number from 0 to {MAX_WAIT_S:g}."},
+        **TOO_MANY,
     },
 )
 async def get_job(
     job_id: str,
-    store: StoreDep,
-    hub: HubDep,
+    caller: JobReaderDep,
+    services: ServicesDep,
     wait: Annotated[
         float | None,
         Query(
@@ -175,9 +186,14 @@ async def get_job(
     For clients that cannot read SSE. The wait rides on the hub's live subscription to the job, so a
     waiting request costs no Redis commands until something happens.
     """
+    store = services.store
     state = await load_job(store, job_id)
     if wait and not state.is_terminal:
-        await wait_until_terminal(hub, job_id, state.last_event_id, wait)
+        slot = services.streams.take(caller.identity)
+        try:
+            await wait_until_terminal(services.hub, job_id, state.last_event_id, wait)
+        finally:
+            slot.release()
         state = await load_job(store, job_id)
     return state.view()
 
@@ -187,11 +203,12 @@ async def get_job(
     response_model=JobView,
     summary="Cancel a job",
     responses={
+        **UNAUTHORIZED,
         404: {"description": "No such job.", **ERROR_BODY},
         409: {"description": "The job has already finished.", **ERROR_BODY},
     },
 )
-async def cancel_job(job_id: str, store: StoreDep, queue: QueueDep) -> JobView:
+async def cancel_job(job_id: str, _: KeyHolderDep, store: StoreDep, queue: QueueDep) -> JobView:
     """A queued job never starts; a running one is aborted. Watchers get `cancelled` at once."""
     state = await load_job(store, job_id)
     await store.set_status(job_id, JobStatus.CANCELLED, attempt=state.attempt, error="cancelled by request")
