@@ -176,6 +176,12 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("token_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`JOBPULSE_TOKEN_SECRET=` (as compose passes an unset variable through) means no secret."""
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _keys_need_a_token_secret(self) -> "Settings":
         if self.api_keys and self.token_secret is None:

@@ -31,6 +31,10 @@ def env_var(name: str, field: FieldInfo) -> str:
 
 def default(field: FieldInfo) -> str:
     value = field.get_default(call_default_factory=True)
+    if value is None or value == ():
+        return "(unset)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return f"`{value}`"

@@ -28,9 +28,16 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
 
 
-def curl_commands() -> list[str]:
+def curl_commands(section: str | None = None) -> list[str]:
+    """The curl commands of one `## ` section, or of every section but Security (which needs keys)."""
+    sections = re.split(r"^## ", README, flags=re.MULTILINE)
+    text = "\n".join(
+        part
+        for part in sections
+        if (part.startswith(section) if section else not part.startswith("Security"))
+    )
     commands = []
-    for block in code_blocks("sh"):
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL):
         for command in block.replace("\\\n", " ").splitlines():
             if command.startswith("curl "):
                 commands.append(command)
@@ -40,10 +47,25 @@ def curl_commands() -> list[str]:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m stack` (what `scripts/up` runs), with no REDIS_URL: it must start its own Redis."""
+    yield from run_stack(tmp_path_factory, {})
+
+
+API_KEY = "readme-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def locked_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same, started as the Security section says: with an API key and a token secret."""
+    env = {"JOBPULSE_API_KEYS": API_KEY, "JOBPULSE_TOKEN_SECRET": "readme-secret-0123456789abcdef"}
+    yield from run_stack(tmp_path_factory, env)
+
+
+def run_stack(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     data = tmp_path_factory.mktemp("redis-data")
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("JOBPULSE_")}
     env["JOBPULSE_UPLOAD_DIR"] = str(data / "uploads")
+    env.update(extra_env)
     log = (data / "stack.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "stack", "--port", str(port), "--data", str(data)],
@@ -111,6 +133,27 @@ def test_readme_curl_session_works_as_shown(system: str) -> None:
     other = json.loads(run_curl(submit, system))
     cancelled = json.loads(run_curl(cancel, system, other["id"]))
     assert cancelled["status"] == "cancelled"
+
+
+def test_readme_security_session_works_as_shown(locked_system: str) -> None:
+    submit, long_poll, stream = curl_commands("Security")
+    assert "$JOBPULSE_API_KEYS" in submit
+    refused = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", f"{locked_system}/jobs"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert refused.stdout == "401"
+    job = json.loads(run_curl(submit.replace("$JOBPULSE_API_KEYS", API_KEY), locked_system))
+    assert job["status"] == "queued" and job["token"]
+    token = job["token"]
+    finished = json.loads(run_curl(long_poll.replace("TOKEN", token), locked_system, job["id"]))
+    assert finished["status"] == "succeeded"
+    events = run_curl(stream.replace("TOKEN", token), locked_system, job["id"])
+    assert '"status":"succeeded"' in events.rstrip().splitlines()[-1]
+    without_token = run_curl(f"curl -s -w %{{http_code}} localhost:8000/jobs/{job['id']}", locked_system)
+    assert without_token.endswith("401")
 
 
 def test_readme_upload_example_works_as_shown(system: str, tmp_path: Path) -> None:
