@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from arq.connections import ArqRedis
 from redis.asyncio import BlockingConnectionPool
 
+from jobpulse import queue_codec
 from jobpulse.settings import Settings
 from jobpulse.store import JobStore
 from web.access import AccessPolicy
@@ -41,7 +42,10 @@ class Services:
             health_check_interval=30,
             client_name=WEB_CLIENT_NAME,
         )
-        redis = ArqRedis(connection_pool=pool)
+        # Jobs go on the queue as JSON, never pickle: see jobpulse.queue_codec.
+        redis = ArqRedis(
+            connection_pool=pool, job_serializer=queue_codec.encode, job_deserializer=queue_codec.decode
+        )
         store = JobStore(redis, settings)
         hub = Hub(
             redis,

@@ -18,6 +18,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from jobpulse import queue_codec
 from jobpulse.settings import Settings
 
 _BACKOFF_CAP_S = 1.0
@@ -56,9 +57,9 @@ def worker_redis(settings: Settings) -> ArqRedis:
     )
     redis = ArqRedis(connection_pool=pool)
     redis.auto_close_connection_pool = True  # closing the client closes the pool, as Redis.from_pool() does
-    # What arq's create_pool() sets on the pools it makes.
-    redis.job_serializer = None
-    redis.job_deserializer = None
+    # What arq's create_pool() sets on the pools it makes, with our codec rather than pickle.
+    redis.job_serializer = queue_codec.encode
+    redis.job_deserializer = queue_codec.decode
     redis.default_queue_name = settings.queue_name
     redis.expires_extra_ms = 86_400_000
     return redis

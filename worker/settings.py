@@ -5,6 +5,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.worker import func
 
+from jobpulse import queue_codec
 from jobpulse.settings import Settings
 from jobpulse.store import JobStore
 from jobpulse.tasks import TASK_PARAMS
@@ -61,6 +62,9 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         "functions": functions,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "redis_pool": worker_redis(settings),
+        # Never pickle: see jobpulse.queue_codec.
+        "job_serializer": queue_codec.encode,
+        "job_deserializer": queue_codec.decode,
         "queue_name": settings.queue_name,
         "max_jobs": settings.max_jobs,
         "allow_abort_jobs": True,
