@@ -60,7 +60,9 @@ class JobStoreError(Exception):
 
 class JobNotFound(JobStoreError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"No job {job_id!r}: it never existed or its retention has expired.")
+        # An id is short; whatever else arrived in its place is cut, not echoed back at length.
+        shown = job_id if len(job_id) <= 64 else f"{job_id[:64]}…"
+        super().__init__(f"No job {shown!r}: it never existed or its retention has expired.")
         self.job_id = job_id
 
 

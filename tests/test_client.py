@@ -623,6 +623,24 @@ async def test_a_plain_request_answered_503_is_sent_again_after_retry_after(
     assert second - first >= 1
 
 
+@pytest.mark.parametrize("status", [502, 504])
+async def test_a_submission_answered_by_a_proxy_error_is_not_sent_again(
+    recorder: Recorder, connect: ClientFactory, status: int
+) -> None:
+    """The web process may have accepted it before the proxy gave up: sending it again could make two jobs."""
+    recorder.answers = [answer(status, b"<html>Bad Gateway</html>", "text/html", Retry_After="1")]
+    with pytest.raises(ServerUnavailable) as unavailable:
+        await connect(recorder.url).submit("simulate", steps=1)
+    assert f"{status}" in unavailable.value.reason and "not sent again" in unavailable.value.reason
+    assert [line for _, line, _ in recorder.requests] == ["POST /jobs HTTP/1.1"]
+    # reads are still retried through a proxy's errors
+    recorder.requests.clear()
+    recorder.answers = [answer(status, Retry_After="1"), answer(404)]
+    with pytest.raises(JobNotFound):
+        await connect(recorder.url).get("job1")
+    assert [line for _, line, _ in recorder.requests] == ["GET /jobs/job1 HTTP/1.1"] * 2
+
+
 async def test_a_stream_gone_silent_is_noticed_and_resumed(
     make_stack: StackFactory, connect: ClientFactory
 ) -> None:

@@ -15,6 +15,7 @@ from pydantic import JsonValue
 
 from jobpulse.client.backoff import retry_after
 from jobpulse.client.errors import (
+    NOT_ACCEPTED_STATUSES,
     UNAVAILABLE_STATUSES,
     ServerUnavailable,
     WaitTimeout,
@@ -245,9 +246,16 @@ class AsyncClient:
         return JobView.model_validate_json((await self._send(build, job_id)).content)
 
     async def _submitted(self, build: Callable[[], httpx.Request]) -> SubmittedJob:
-        return SubmittedJob.model_validate_json((await self._send(build, None)).content)
+        response = await self._send(build, None, retry_on=NOT_ACCEPTED_STATUSES)
+        return SubmittedJob.model_validate_json(response.content)
 
-    async def _send(self, build: Callable[[], httpx.Request], job_id: str | None) -> httpx.Response:
+    async def _send(
+        self,
+        build: Callable[[], httpx.Request],
+        job_id: str | None,
+        *,
+        retry_on: frozenset[int] = UNAVAILABLE_STATUSES,
+    ) -> httpx.Response:
         """See `Client._send`."""
         backoff = None
         while True:
@@ -260,7 +268,10 @@ class AsyncClient:
                 return response
             if response.status_code not in UNAVAILABLE_STATUSES:
                 raise error_for_answer(response.status_code, response.content, job_id=job_id)
-            backoff = backoff or self.options.backoff(str(request.url))
             reason = f"{response.status_code}: {detail_of(response.content)}"
+            if response.status_code not in retry_on:
+                reason += "; not sent again, since the server may have accepted it"
+                raise ServerUnavailable(str(request.url), reason)
+            backoff = backoff or self.options.backoff(str(request.url))
             backoff.failed(reason, retry_after=retry_after(response.headers))
             await anyio.sleep(backoff.delay())

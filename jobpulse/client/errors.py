@@ -91,6 +91,9 @@ class UnexpectedResponse(JobpulseError):
 # A proxy in front of a restarting web process answers 502 or 504 where the process itself would say 503;
 # 429 is a per-client limit (submissions a minute, open streams) that frees up with time.
 UNAVAILABLE_STATUSES = frozenset({429, 502, 503, 504})
+# Of those, the ones after which a submission certainly was not accepted, so it may be sent again. A
+# proxy's 502 or 504 may come after the web process accepted it: sending it again could make two jobs.
+NOT_ACCEPTED_STATUSES = frozenset({429, 503})
 
 
 def detail_of(body: bytes) -> Any:

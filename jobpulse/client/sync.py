@@ -14,7 +14,13 @@ from httpx_sse import EventSource
 from pydantic import JsonValue
 
 from jobpulse.client.backoff import retry_after
-from jobpulse.client.errors import UNAVAILABLE_STATUSES, ServerUnavailable, detail_of, error_for_answer
+from jobpulse.client.errors import (
+    NOT_ACCEPTED_STATUSES,
+    UNAVAILABLE_STATUSES,
+    ServerUnavailable,
+    detail_of,
+    error_for_answer,
+)
 from jobpulse.client.multipart import FileBody
 from jobpulse.client.options import STREAM_READ_TIMEOUT_S, ClientOptions
 from jobpulse.client.resume import JobEvent, Next, Resumer, job_path, outcome
@@ -269,9 +275,16 @@ class Client:
         return JobView.model_validate_json(self._send(build, job_id).content)
 
     def _submitted(self, build: Callable[[], httpx.Request]) -> SubmittedJob:
-        return SubmittedJob.model_validate_json(self._send(build, None).content)
+        response = self._send(build, None, retry_on=NOT_ACCEPTED_STATUSES)
+        return SubmittedJob.model_validate_json(response.content)
 
-    def _send(self, build: Callable[[], httpx.Request], job_id: str | None) -> httpx.Response:
+    def _send(
+        self,
+        build: Callable[[], httpx.Request],
+        job_id: str | None,
+        *,
+        retry_on: frozenset[int] = UNAVAILABLE_STATUSES,
+    ) -> httpx.Response:
         """Send the request built by `build` (again after a 503, until `reconnect_timeout`)."""
         backoff = None
         while True:
@@ -284,7 +297,10 @@ class Client:
                 return response
             if response.status_code not in UNAVAILABLE_STATUSES:
                 raise error_for_answer(response.status_code, response.content, job_id=job_id)
-            backoff = backoff or self.options.backoff(str(request.url))
             reason = f"{response.status_code}: {detail_of(response.content)}"
+            if response.status_code not in retry_on:
+                reason += "; not sent again, since the server may have accepted it"
+                raise ServerUnavailable(str(request.url), reason)
+            backoff = backoff or self.options.backoff(str(request.url))
             backoff.failed(reason, retry_after=retry_after(response.headers))
             time.sleep(backoff.delay())
