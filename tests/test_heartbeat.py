@@ -11,6 +11,8 @@ from jobpulse.ids import new_job_id
 from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
+from stack.redis_server import RedisServer
+from tests.tcp_proxy import FreezableProxy
 from worker.heartbeat import StallReaper, heartbeat
 
 pytestmark = pytest.mark.anyio
@@ -91,3 +93,47 @@ async def test_the_last_attempt_stalling_fails_the_job(redis: Redis, quick: Sett
 def test_stall_limit_must_outlast_two_heartbeats() -> None:
     with pytest.raises(ValueError, match="at least twice JOBPULSE_HEARTBEAT_INTERVAL_S"):
         Settings(heartbeat_interval_s=5, stall_after_s=8)
+
+
+async def test_after_an_outage_a_reaper_gives_live_workers_time_to_beat_again(
+    redis: Redis, redis_server: RedisServer, quick: Settings
+) -> None:
+    """Redis gone for everyone for longer than the stall limit; the reaper is back before the worker is.
+
+    The live attempt's last beat is stale by then, but it must not be taken for dead.
+    """
+    quick = quick.model_copy(update={"stall_after_s": 0.6})
+    store = JobStore(redis, quick)
+    job_id = await running_job(store)
+    reaper_path, worker_path = FreezableProxy(redis_server.port), FreezableProxy(redis_server.port)
+    for proxy in (reaper_path, worker_path):
+        await proxy.start()
+    reaper_redis = Redis.from_url(reaper_path.url, socket_connect_timeout=0.2, socket_timeout=0.2)
+    worker_redis = Redis.from_url(worker_path.url, socket_connect_timeout=0.2, socket_timeout=0.2)
+    reaper = StallReaper(reaper_redis, JobStore(reaper_redis, quick), quick)
+    reaper.start()
+    try:
+        async with heartbeat(worker_redis, job_id, 1, quick.heartbeat_interval_s):
+            await asyncio.sleep(0.2)
+            for proxy in (reaper_path, worker_path):
+                await proxy.stop()  # the outage: connections cut, new ones refused
+            await asyncio.sleep(1.0)  # longer than the stall limit
+            reaper_path = await restarted(reaper_path)
+            await asyncio.sleep(0.25)  # the reaper is back; the worker not yet
+            worker_path = await restarted(worker_path)
+            await asyncio.sleep(1.0)
+        state = await store.get(job_id)
+        assert state is not None and state.status is JobStatus.RUNNING, state
+    finally:
+        await reaper.stop()
+        for client in (reaper_redis, worker_redis):
+            await client.aclose()
+        for proxy in (reaper_path, worker_path):
+            await proxy.stop()
+
+
+async def restarted(proxy: FreezableProxy) -> FreezableProxy:
+    again = FreezableProxy(proxy.target_port)
+    again.port = proxy.port
+    await again.start()
+    return again

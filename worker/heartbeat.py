@@ -78,7 +78,12 @@ async def heartbeat(redis: Redis, job_id: str, attempt: int, interval_s: float) 
 
 
 class StallReaper:
-    """Retries (or fails) jobs whose attempt has gone silent; one runs in every worker."""
+    """Retries (or fails) jobs whose attempt has gone silent; one runs in every worker.
+
+    After losing Redis itself, a reaper waits a whole stall period before reaping again: the outage most
+    likely silenced every worker's heartbeats too, and live workers need a moment to beat again. Without
+    the wait, a Redis outage longer than the stall limit would have every running job run twice.
+    """
 
     def __init__(self, redis: Redis, store: JobStore, settings: Settings) -> None:
         self._redis = redis
@@ -86,6 +91,8 @@ class StallReaper:
         self._settings = settings
         self._claim = redis.register_script(_CLAIM_STALE)
         self._task: asyncio.Task[None] | None = None
+        # When this reaper last regained Redis after losing it (loop time); -inf: never lost it.
+        self._in_contact_since = float("-inf")
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="stall reaper")
@@ -96,10 +103,19 @@ class StallReaper:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        lost = False
         while True:
             try:
-                await self.reap()
+                if not lost and loop.time() - self._in_contact_since >= self._settings.stall_after_s:
+                    await self.reap()
+                else:
+                    await self._redis.ping()
+                if lost:
+                    lost = False
+                    self._in_contact_since = loop.time()
             except RedisError as exc:
+                lost = True
                 logger.warning("stall reaper: %s", exc)
             except Exception:
                 logger.exception("stall reaper failed")
