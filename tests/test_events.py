@@ -295,3 +295,36 @@ async def test_new_streams_are_refused_with_503_once_shutdown_began(stack: Stack
     assert response.status_code == 503
     assert response.headers["retry-after"]
     assert "shutting down" in response.json()["detail"]
+
+
+async def test_streams_of_a_job_gone_from_redis_end_instead_of_idling_for_ever(
+    make_stack: StackFactory,
+) -> None:
+    """Redis lost the job (restarted without persistence, flushed): its watchers learn it, others carry on."""
+    stack = await make_stack(with_worker=False, keepalive_s=0.2)
+    gone, kept = await stack.submit(steps=1, interval_ms=0), await stack.submit(steps=1, interval_ms=0)
+    async with anyio.create_task_group() as tasks:
+        ended: list[float] = []
+        started = time.monotonic()
+
+        async def watch_gone() -> None:
+            await read_events(stack.client, gone["id"], deadline_s=10)
+            ended.append(time.monotonic() - started)
+
+        async def long_poll_gone() -> None:
+            response = await stack.client.get(f"/jobs/{gone['id']}?wait=30")
+            assert response.status_code == 404
+            ended.append(time.monotonic() - started)
+
+        tasks.start_soon(watch_gone)
+        tasks.start_soon(long_poll_gone)
+        kept_stream = await stack.client.send(
+            stack.client.build_request("GET", f"/jobs/{kept['id']}/events"), stream=True
+        )
+        await anyio.sleep(0.3)
+        await stack.redis.delete(keys.state_key(gone["id"]), keys.events_key(gone["id"]))
+    assert len(ended) == 2 and max(ended) < 3, ended
+    assert (await stack.client.get(f"/jobs/{gone['id']}/events")).status_code == 404
+    await anyio.sleep(0.5)  # several checks later, the existing job's stream is still open
+    assert not kept_stream.is_closed and stack.web.services.hub.subscription_count == 1
+    await kept_stream.aclose()

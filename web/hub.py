@@ -47,17 +47,20 @@ class Hub:
         max_buffered: int,
         subscribe_timeout_s: float = 5.0,
         ping_interval_s: float = 5.0,
+        vanished_check_s: float = 15.0,
     ) -> None:
         self._redis = redis
         self._source = source
         self._max_buffered = max_buffered
         self._subscribe_timeout_s = subscribe_timeout_s
         self._ping_interval_s = ping_interval_s
+        self._vanished_check_s = vanished_check_s
         self._channels: dict[bytes, _Channel] = {}
         self._pubsub: PubSub | None = None
         self._connected = asyncio.Event()
         self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE against each other and reconnects
         self._reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.reconnects = 0
         self._closing = False
@@ -72,6 +75,7 @@ class Hub:
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="jobpulse-hub")
+        self._watchdog = asyncio.create_task(self._watch_for_vanished_jobs(), name="jobpulse-hub-vanished")
 
     def close_streams(self) -> None:
         """End every open stream now and refuse new ones: the process is about to stop."""
@@ -83,9 +87,10 @@ class Hub:
     async def stop(self) -> None:
         """End every open stream and release the connection."""
         self.close_streams()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for task in (self._reader, self._watchdog):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._close_pubsub()
 
     async def open(self, job_id: str, after: int) -> Subscription:
@@ -128,6 +133,39 @@ class Hub:
             task = asyncio.create_task(self._send("unsubscribe", name))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def end_streams_of_vanished_jobs(self) -> list[str]:
+        """End the streams of watched jobs whose state is gone from Redis; returns those jobs' ids.
+
+        A job vanishes when Redis lost it (restarted without persistence, flushed, failed over to an empty
+        replica) or an abandoned job expired. No event will ever come, so rather than keep-alives for
+        ever, its streams end with a short `retry:`: clients reconnect and learn it is gone (404).
+        """
+        watched = {
+            next(iter(channel.subscriptions)).job_id: channel
+            for channel in self._channels.values()
+            if channel.subscriptions
+        }
+        if not watched:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in watched:
+                pipe.exists(keys.state_key(job_id))
+            found = await pipe.execute()
+        vanished = [job_id for job_id, exists in zip(watched, found, strict=True) if not exists]
+        for job_id in vanished:
+            for subscription in list(watched[job_id].subscriptions):
+                subscription.close()
+        return vanished
+
+    async def _watch_for_vanished_jobs(self) -> None:
+        while True:
+            await asyncio.sleep(self._vanished_check_s)
+            try:
+                if vanished := await self.end_streams_of_vanished_jobs():
+                    logger.warning("hub: jobs gone from Redis, their streams ended: %s", ", ".join(vanished))
+            except RedisError as exc:
+                logger.info("hub: could not check for vanished jobs: %s", exc)
 
     async def _send(self, command: str, name: bytes) -> None:
         async with self._lock:

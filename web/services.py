@@ -52,6 +52,8 @@ class Services:
             store,
             max_buffered=settings.subscriber_buffer,
             ping_interval_s=settings.hub_ping_interval_s,
+            # Idle streams are touched this often anyway (keep-alives): check their jobs still exist.
+            vanished_check_s=settings.keepalive_s,
         )
         await hub.start()
         return cls(
