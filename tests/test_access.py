@@ -194,3 +194,13 @@ async def test_the_openapi_schema_declares_both_ways_to_authenticate(stack: Stac
         "description": schemes["APIKeyQuery"]["description"],
     }
     assert "token" in schema["components"]["schemas"]["SubmittedJob"]["properties"]
+
+
+async def test_the_openapi_document_says_whether_credentials_are_needed(stack: Stack, locked: Stack) -> None:
+    def requirements(schema: dict[str, Any]) -> list[Any]:
+        return schema["paths"]["/jobs"]["post"]["security"]
+
+    open_schema = (await stack.client.get("/openapi.json")).json()
+    locked_schema = (await locked.client.get("/openapi.json")).json()
+    assert {} in requirements(open_schema)
+    assert {} not in requirements(locked_schema) and {"HTTPBearer": []} in requirements(locked_schema)

@@ -35,12 +35,14 @@ _DOCUMENTED_MODELS: list[type[BaseModel]] = [
 ]
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """FastAPI's schema plus the models only the SSE stream and the manual body parsing refer to."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
+        if not settings.api_keys:
+            _make_credentials_optional(schema)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in _DOCUMENTED_MODELS:
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -48,6 +50,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             components[model.__name__] = model_schema
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _make_credentials_optional(schema: dict[str, Any]) -> None:
+    """Without API keys no credential is needed: say so with the empty requirement `{}` OpenAPI allows."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and operation.get("security"):
+                operation["security"].append({})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -79,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.router)
     app.include_router(pages.router)
     app.mount("/static", pages.static_files(), name="static")
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
 
 
