@@ -198,7 +198,8 @@ async def test_the_openapi_schema_declares_both_ways_to_authenticate(stack: Stac
 
 async def test_the_openapi_document_says_whether_credentials_are_needed(stack: Stack, locked: Stack) -> None:
     def requirements(schema: dict[str, Any]) -> list[Any]:
-        return schema["paths"]["/jobs"]["post"]["security"]
+        security: list[Any] = schema["paths"]["/jobs"]["post"]["security"]
+        return security
 
     open_schema = (await stack.client.get("/openapi.json")).json()
     locked_schema = (await locked.client.get("/openapi.json")).json()

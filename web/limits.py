@@ -29,6 +29,7 @@ redis.call('SET', KEYS[1], tostring(next_due), 'PX', math.ceil(next_due - now))
 return 0
 """
 
+
 class SubmissionRate:
     """At most `limit` submissions per `window_s` per client (a minute in the app); 0 turns it off."""
 

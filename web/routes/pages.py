@@ -35,8 +35,13 @@ def _index_template() -> str:
 
 @router.get("/", response_class=HTMLResponse)
 async def index(settings: SettingsDep) -> HTMLResponse:
-    """The page, told the upload limit so it can refuse a too-large file before sending a byte."""
-    html = _index_template().replace("__MAX_UPLOAD_BYTES__", str(settings.max_upload_bytes))
+    """The page, told the upload limit so it can refuse a too-large file before sending a byte, and
+    whether uploads need an API key (`JOBPULSE_API_KEYS`), so it can ask for one. Never the keys."""
+    html = (
+        _index_template()
+        .replace("__MAX_UPLOAD_BYTES__", str(settings.max_upload_bytes))
+        .replace("__AUTH_REQUIRED__", "true" if settings.api_keys else "false")
+    )
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
 

@@ -6,6 +6,10 @@
  * cards as leave a connection free watch their jobs live; the others poll their job each second and take
  * over a stream as soon as one is free. Over HTTP/2 every stream shares one connection and all go live.
  *
+ * A server with API keys says so in the page; then the page asks for a key, keeps it in sessionStorage
+ * (this tab only, gone when it closes: never in localStorage with the saved uploads) and sends it with
+ * uploads and cancels. Reading a job needs only the job's token, which the cards keep.
+ *
  * @module app
  */
 
@@ -16,6 +20,7 @@ import { savedUploads } from "./saved.js";
 const MAX_UPLOADS_AT_ONCE = 3;
 const LONG_CONNECTIONS = multiplexed() ? 100 : 5; // of the browser's 6; one stays free for everything else
 const ANNOUNCEMENTS_KEPT = 5;
+const KEY_STORAGE = "jobpulse.apiKey";
 
 const input = document.getElementById("file-input");
 const dropzone = document.getElementById("dropzone");
@@ -24,7 +29,11 @@ const empty = document.getElementById("empty");
 const summary = document.getElementById("summary");
 const clearButton = document.getElementById("clear-finished");
 const announcer = document.getElementById("announcer");
+const keyForm = document.getElementById("api-key-form");
+const keyInput = document.getElementById("api-key");
+const keyProblem = document.getElementById("api-key-problem");
 const maxUploadBytes = readLimit();
+let keyRequired = readMeta("jobpulse-auth-required") === "true";
 
 /** @type {Set<UploadCard>} */
 const cards = new Set();
@@ -41,6 +50,20 @@ const page = {
       showCounts();
     });
   },
+  /** The API key to send: null when the server needs none, "" when it needs one and none was entered. */
+  apiKey() {
+    return keyRequired ? keyInput.value.trim() : null;
+  },
+  /** The server wanted a key and had none, or not this one: ask for it (again). */
+  keyRefused() {
+    showKeyField();
+    const entered = keyInput.value.trim() !== "";
+    keyProblem.textContent = entered
+      ? "The server did not accept this API key. Check it, then retry."
+      : "Enter the API key to upload files.";
+    keyProblem.hidden = false;
+    keyInput.setAttribute("aria-invalid", "true");
+  },
   remove(card) {
     const next = neighbourToFocus(card);
     cards.delete(card);
@@ -50,8 +73,12 @@ const page = {
   },
 };
 
+function readMeta(name) {
+  return document.querySelector(`meta[name="${name}"]`)?.content ?? "";
+}
+
 function readLimit() {
-  const content = document.querySelector('meta[name="jobpulse-max-upload-bytes"]')?.content ?? "";
+  const content = readMeta("jobpulse-max-upload-bytes");
   const bytes = Number(content);
   return /^\d+$/.test(content) && bytes > 0 ? bytes : null;
 }
@@ -126,6 +153,40 @@ function overTheLimit(size) {
   if (it === limit) [it, limit] = [`${formatCount(size)} bytes`, `${formatCount(maxUploadBytes)} bytes`];
   return `It is ${it}, more than the ${limit} limit for one file, so it was not sent.`;
 }
+
+// ---- the API key --------------------------------------------------------------------------------------
+
+function showKeyField() {
+  keyRequired = true; // also when a server that had no keys when the page loaded now wants one
+  if (keyForm.hidden && !keyInput.value) keyInput.value = readStoredKey();
+  keyForm.hidden = false;
+}
+
+function readStoredKey() {
+  try {
+    return sessionStorage.getItem(KEY_STORAGE) ?? "";
+  } catch {
+    return ""; // storage disabled: the key is asked for on every load
+  }
+}
+
+function storeKey(key) {
+  try {
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+  } catch {
+    // storage disabled: the key lasts as long as the page
+  }
+}
+
+keyInput.addEventListener("input", () => {
+  storeKey(keyInput.value.trim());
+  keyInput.removeAttribute("aria-invalid");
+  keyProblem.hidden = true;
+  keyProblem.textContent = "";
+});
+
+keyForm.addEventListener("submit", (event) => event.preventDefault()); // Enter in the field sends nothing
 
 function restoreSaved() {
   for (const entry of savedUploads()) {
@@ -206,5 +267,6 @@ if (maxUploadBytes) {
   const limit = formatBytes(maxUploadBytes, { trim: true });
   document.getElementById("limit").textContent = `Any kind of file up to ${limit}; several at once if you like.`;
 }
+if (keyRequired) showKeyField();
 restoreSaved();
 showCounts();

@@ -5,6 +5,9 @@
  * The page decides when a card may upload and whether it may hold a live event stream (browsers allow
  * six connections per origin over HTTP/1.1); a card without a stream polls its job instead.
  *
+ * On a server with API keys, the upload and Cancel send the key the page was given, and everything that
+ * reads the job (its state, its event stream) sends the job's own token, from the upload's answer.
+ *
  * The bars and their words are drawn by `meters.js`, a finished job's result by `result.js`.
  *
  * @module card
@@ -21,10 +24,21 @@ import { detailText, uploadFile } from "./upload.js";
 /** States of a card whose job the server is working on. */
 const ACTIVE = new Set(["queued", "running", "retrying"]);
 /** States after which nothing more will happen: the card can be dismissed. */
-const FINISHED = new Set(["succeeded", "failed", "cancelled", "refused", "upload-failed", "upload-cancelled", "missing"]);
+const FINISHED = new Set([
+  "succeeded",
+  "failed",
+  "cancelled",
+  "refused",
+  "upload-failed",
+  "upload-cancelled",
+  "missing",
+  "denied",
+]);
 /** States in which a card's cancel button does something. */
 const CANCELLABLE = new Set(["waiting", "uploading", "sent", ...ACTIVE]);
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+const KEY_NEEDED_TO_CANCEL = "the API key is missing or was not accepted. Check it above, then try again.";
 
 const POLL_MS = 1000;
 const MAX_POLL_MS = 10_000;
@@ -45,6 +59,7 @@ const BADGES = {
   failed: ["Failed", "problem"],
   cancelled: ["Cancelled", "muted"],
   missing: ["Not found", "muted"],
+  denied: ["No access", "muted"],
 };
 
 const IMAGE_EXTENSIONS = new Set(["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff", "ico", "svg", "avif"]);
@@ -71,16 +86,20 @@ function fileKind(name) {
 
 export class UploadCard {
   /**
-   * @param {{name: string, size: number, file?: File, jobId?: string, batch: number, index: number}} what
-   * @param {{announce: (text: string) => void, changed: () => void, remove: (card: UploadCard) => void}} page
+   * @param {{name: string, size: number, file?: File, jobId?: string, token?: string, batch: number,
+   *   index: number}} what `token` reads the job on a server with API keys
+   * @param {{announce: (text: string) => void, changed: () => void, remove: (card: UploadCard) => void,
+   *   apiKey: () => string | null, keyRefused: () => void}} page `apiKey()` is the key to send, "" when
+   *   one is needed but none was entered, null when the server needs none
    */
-  constructor({ name, size, file = null, jobId = null, batch, index }, page) {
+  constructor({ name, size, file = null, jobId = null, token = null, batch, index }, page) {
     this.seq = cardsMade++;
     this.key = `card-${this.seq}`;
     this.name = name;
     this.size = size;
     this.file = file;
     this.jobId = jobId;
+    this.token = typeof token === "string" && token ? token : null;
     this.eventsUrl = jobId ? `/jobs/${encodeURIComponent(jobId)}/events` : null;
     this.batch = batch;
     this.index = index;
@@ -190,7 +209,7 @@ export class UploadCard {
     this.badge.dataset.tone = tone;
     this.renderButtons(cancelling);
 
-    const hasBars = !["checking", "refused", "missing"].includes(state);
+    const hasBars = !["checking", "refused", "missing", "denied"].includes(state);
     if (hasBars && !this.meters.isConnected) this.article.insertBefore(this.meters, this.outcome);
     if (hasBars) {
       this.renderUpload();
@@ -238,7 +257,7 @@ export class UploadCard {
       content = h("p", { class: "note" }, "Cancelled: the server stopped processing this file.");
     } else if (state === "upload-cancelled") {
       content = h("p", { class: "note" }, "Cancelled: the file was not processed.");
-    } else if (state === "missing") {
+    } else if (state === "missing" || state === "denied") {
       content = h("p", { class: "note" }, this.problem);
     } else if (this.problem && FINISHED.has(state)) {
       content = problem(this.problem);
@@ -265,10 +284,23 @@ export class UploadCard {
   /** The page has a connection for this card's upload. */
   startUpload() {
     if (this.state !== "waiting" || !this.file) return;
+    const apiKey = this.page.apiKey();
+    if (apiKey === "") {
+      // The server would refuse it: say so now rather than send the whole file to hear it.
+      this.state = "upload-failed";
+      Object.assign(this.upload, { sent: 0, started: 0, ended: 0 });
+      this.problem = "Not sent: this server needs an API key. Enter it above, then retry.";
+      this.retryable = true;
+      this.page.announce(`${this.name} was not uploaded: enter the API key, then retry.`);
+      this.page.keyRefused();
+      this.update();
+      return;
+    }
     this.state = "uploading";
     Object.assign(this.upload, { sent: 0, started: performance.now(), ended: 0, estimate: null });
     this.upload.meter.reset();
     this.transfer = uploadFile("/uploads", this.file, {
+      apiKey,
       onProgress: (sent) => {
         this.upload.sent = sent;
         this.upload.meter.add(performance.now() / 1000, sent);
@@ -293,8 +325,10 @@ export class UploadCard {
     this.upload.sent = this.size;
     this.upload.ended ||= performance.now();
     this.jobId = job.id;
+    this.token = typeof job.token === "string" && job.token ? job.token : null;
     this.eventsUrl = job.events_url || `/jobs/${encodeURIComponent(job.id)}/events`;
-    saveUpload({ jobId: job.id, name: this.name, size: this.size, batch: this.batch, index: this.index });
+    const saved = { jobId: job.id, name: this.name, size: this.size, batch: this.batch, index: this.index };
+    saveUpload(this.token ? { ...saved, token: this.token } : saved);
     this.file = null; // the server has it now
     this.page.announce(`${this.name} uploaded; processing it.`);
     this.applyView(job);
@@ -316,6 +350,7 @@ export class UploadCard {
       this.problem = `Upload failed: ${sentence(error?.message || "the browser gave no reason")}`;
       this.retryable = Boolean(error?.retryable);
       this.page.announce(`${this.name}: ${this.problem}`);
+      if (error?.status === 401) this.page.keyRefused();
     }
     this.update();
   }
@@ -369,9 +404,12 @@ export class UploadCard {
   /** Watch live (a stream) or not (polling), as the page's connection budget allows. */
   setLive(live) {
     if (!this.wantsStream) return;
+    // A card saved before the server had keys has no token for a stream, but the API key reads its state.
+    if (!this.token && this.page.apiKey()) live = false;
     if (live && !this.watcher) {
       this.stopPolling();
       this.watcher = watchJob(this.eventsUrl, {
+        token: this.token,
         lastEventId: this.lastEventId,
         onProgress: (event) => this.progressed(event),
         onStatus: (event) => this.statusChanged(event),
@@ -381,7 +419,7 @@ export class UploadCard {
           this.connection = state;
           this.render();
         },
-        onError: () => this.gone(),
+        onError: (error) => (error?.status === 401 || error?.status === 403 ? this.denied() : this.gone()),
       });
     } else if (!live && this.watcher) {
       this.lastEventId = Math.max(this.lastEventId, this.watcher.lastEventId);
@@ -446,6 +484,26 @@ export class UploadCard {
     this.update();
   }
 
+  /** The server will not show the job: its token expired, or the server's secret changed. */
+  denied() {
+    if (this.finished) return;
+    this.stopWatching();
+    this.state = "denied";
+    this.problem = this.token
+      ? "The server no longer lets this page see this job: its access token has expired or is not accepted, so its progress and result cannot be shown."
+      : "The server now needs an API key to show this job: enter it above, then reload the page.";
+    this.page.announce(`${this.name}: the server no longer lets this page see this job.`);
+    this.update();
+  }
+
+  /** Headers that let this card read its job: its token, else the API key (a card saved without one). */
+  readHeaders() {
+    const headers = { Accept: "application/json" };
+    const credential = this.token || this.page.apiKey();
+    if (credential) headers.Authorization = `Bearer ${credential}`;
+    return headers;
+  }
+
   schedulePoll(delay) {
     clearTimeout(this.pollTimer);
     this.pollTimer = setTimeout(() => this.poll(), delay);
@@ -470,7 +528,7 @@ export class UploadCard {
     let status = 0;
     try {
       const response = await fetch(`/jobs/${encodeURIComponent(this.jobId)}`, {
-        headers: { Accept: "application/json" },
+        headers: this.readHeaders(),
         cache: "no-store",
       });
       status = response.status;
@@ -484,6 +542,10 @@ export class UploadCard {
     if (this.watcher || !(this.state === "checking" || ACTIVE.has(this.state))) return;
     if (status === 404) {
       this.gone();
+      return;
+    }
+    if (status === 401 || status === 403) {
+      this.denied();
       return;
     }
     if (!view) {
@@ -518,16 +580,22 @@ export class UploadCard {
       default:
     }
     if (!ACTIVE.has(this.state) || this.cancelling) return;
+    const apiKey = this.page.apiKey();
+    if (apiKey === "") {
+      this.notice = `Could not cancel: ${KEY_NEEDED_TO_CANCEL}`;
+      this.page.keyRefused();
+      this.render();
+      return;
+    }
     this.cancelling = true;
     this.notice = "";
     this.render();
     let response = null;
     let body = null;
+    const headers = { Accept: "application/json" };
+    if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
     try {
-      response = await fetch(`/jobs/${encodeURIComponent(this.jobId)}`, {
-        method: "DELETE",
-        headers: { Accept: "application/json" },
-      });
+      response = await fetch(`/jobs/${encodeURIComponent(this.jobId)}`, { method: "DELETE", headers });
       body = await response.json().catch(() => null);
     } catch {
       // below
@@ -540,6 +608,10 @@ export class UploadCard {
       this.gone();
     } else if (response?.status === 409) {
       if (!this.watcher) this.schedulePoll(0); // it has just finished: fetch how
+      this.render();
+    } else if (response?.status === 401 || response?.status === 403) {
+      this.notice = `Could not cancel: ${KEY_NEEDED_TO_CANCEL}`;
+      this.page.keyRefused();
       this.render();
     } else {
       const reason = response ? detailText(body) || `the server answered ${response.status}` : "the server did not answer";

@@ -21,9 +21,14 @@
  * is shutting down, or the 204 for a client that already has the terminal event). Then, unless the job
  * has ended, watchJob asks `jobUrl` for the job's state: a job that has finished meanwhile is reported
  * from that state (`onStatus`, then `onDone`); a running one is watched again, on a new `EventSource`,
- * from the last id delivered; a job that no longer exists (404) ends the watch with `onError`; no answer,
- * or a 503, means asking again. Both waits back off: 0.5 s, doubling up to 10 s, and back to 0.5 s once
+ * from the last id delivered; a job that no longer exists (404), or that the server will not show
+ * (401 or 403: a missing, expired or wrong token), ends the watch with `onError`; no answer, or a 503,
+ * means asking again. Both waits back off: 0.5 s, doubling up to 10 s, and back to 0.5 s once
  * an event arrives.
+ *
+ * On a server with API keys, reading a job takes its token (the `token` of the submission's answer):
+ * pass it as the `token` option. It goes on the stream's URL as `?token=` (`EventSource` cannot send
+ * headers) and as `Authorization: Bearer TOKEN` when the job's state is fetched.
  *
  * @module jobpulse
  */
@@ -72,13 +77,16 @@ const MAX_BACKOFF_MS = 10_000;
  *   `failed` or `cancelled`); the watch is over. A failed *job* arrives here, not in `onError`.
  * @property {(event: JobLost) => void} [onLost] Events were lost to history trimming; `event.job` is
  *   the job's current state.
- * @property {(error: Error) => void} [onError] Watching itself failed for good (the job does not exist);
- *   the watch is over.
+ * @property {(error: Error & {status?: number}) => void} [onError] Watching itself failed for good: the
+ *   job does not exist (`error.status` 404), or the server refuses to show it (401 or 403, a missing,
+ *   expired or wrong `token`); the watch is over.
  * @property {(state: "connecting"|"open"|"reconnecting"|"closed") => void} [onConnection] The stream's
  *   state, for showing "reconnecting…".
  * @property {number|string} [lastEventId] Resume after this event id (e.g. `last_event_id` of
  *   `GET /jobs/{id}`) instead of replaying the job's history from its start.
  * @property {string} [jobUrl] The job's URL; by default `eventsUrl` without its trailing `/events`.
+ * @property {string|null} [token] The job's token, for a server with API keys (null or absent: none).
+ *   By default a `token` query parameter already on `eventsUrl`.
  */
 
 /**
@@ -95,6 +103,10 @@ export function watchJob(eventsUrl, options = {}) {
   const base = globalThis.document?.baseURI ?? globalThis.location?.href; // a page, or a worker
   const streamUrl = new URL(eventsUrl, base);
   const jobUrl = options.jobUrl ? new URL(options.jobUrl, base) : defaultJobUrl(streamUrl);
+  const token = options.token || streamUrl.searchParams.get("token") || null;
+  if (token) streamUrl.searchParams.set("token", token);
+  const jobHeaders = { Accept: "application/json" };
+  if (token) jobHeaders.Authorization = `Bearer ${token}`;
 
   let lastId = toId(options.lastEventId) ?? 0;
   let source = null;
@@ -221,7 +233,7 @@ export function watchJob(eventsUrl, options = {}) {
     let job;
     try {
       response = await fetch(jobUrl, {
-        headers: { Accept: "application/json" },
+        headers: jobHeaders,
         cache: "no-store",
         signal: checking.signal,
       });
@@ -234,7 +246,9 @@ export function watchJob(eventsUrl, options = {}) {
     }
     if (stopped) return;
     if (response.status === 404) {
-      fail(new Error("job not found"));
+      fail(Object.assign(new Error("job not found"), { status: 404 }));
+    } else if (response.status === 401 || response.status === 403) {
+      fail(Object.assign(new Error("not allowed to read the job"), { status: response.status }));
     } else if (!response.ok || !job) {
       checkLater(); // 503 and friends: try again later
     } else if (TERMINAL_STATUSES.includes(job.status)) {

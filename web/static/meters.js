@@ -50,7 +50,7 @@ export function showUpload({ progress, figure, detail }, state, size, upload) {
       text = `${formatBytes(size)} sent, waiting for the server to confirm`;
       break;
     case "upload-failed":
-      text = `Stopped after ${sent}`;
+      text = upload.started ? `Stopped after ${sent}` : "Not sent";
       break;
     case "upload-cancelled":
       text = upload.started ? `Cancelled after ${sent}` : "Cancelled before it started";

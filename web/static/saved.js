@@ -1,7 +1,7 @@
 /**
  * The uploads this browser has handed to the server, kept in localStorage so that a reload (or a crash)
- * brings their cards back: only what the page cannot ask the server for (its job id is enough for the
- * rest).
+ * brings their cards back: only what the page cannot ask the server for (its job id, and on a server
+ * with API keys the job's read token, are enough for the rest).
  *
  * @module saved
  */
@@ -16,6 +16,8 @@ const KEPT = 100; // the newest; older cards are forgotten rather than asked abo
  * @property {number} size Bytes.
  * @property {number} batch When its batch of files was picked (ms since the epoch); newest batch on top.
  * @property {number} index Its place in the batch.
+ * @property {string} [token] The job's read token, when the server has API keys: without it the card
+ *   could not follow its job after a reload. (The API key itself is never kept here.)
  */
 
 /** @returns {SavedUpload[]} newest batch first, each batch in the order its files were picked */

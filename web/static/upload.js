@@ -27,16 +27,18 @@ export class UploadError extends Error {
  *
  * @param {string} url
  * @param {File} file
- * @param {{onProgress?: (sent: number, total: number) => void, onSent?: () => void}} [options]
- *   `onProgress` gets the bytes of the file sent so far; `onSent` is called once the whole request has
- *   gone out and only the server's answer is awaited.
+ * @param {{onProgress?: (sent: number, total: number) => void, onSent?: () => void, apiKey?: string | null}}
+ *   [options] `onProgress` gets the bytes of the file sent so far; `onSent` is called once the whole
+ *   request has gone out and only the server's answer is awaited; `apiKey`, when given, is sent as
+ *   `Authorization: Bearer KEY`.
  * @returns {{promise: Promise<object>, abort: () => void}}
  */
-export function uploadFile(url, file, { onProgress, onSent } = {}) {
+export function uploadFile(url, file, { onProgress, onSent, apiKey = null } = {}) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
     xhr.open("POST", url);
     xhr.setRequestHeader("Accept", "application/json");
+    if (apiKey) xhr.setRequestHeader("Authorization", `Bearer ${apiKey}`);
     xhr.upload.onprogress = (event) => {
       // `total` is the multipart body, a little more than the file: report the file's share of it.
       if (event.lengthComputable && event.total > 0) {
@@ -50,7 +52,7 @@ export function uploadFile(url, file, { onProgress, onSent } = {}) {
     xhr.onload = () => {
       const body = parseJson(xhr.responseText);
       if (xhr.status === 202 && body && typeof body.id === "string") resolve(body);
-      else reject(refusal(xhr.status, body));
+      else reject(refusal(xhr.status, body, xhr.getResponseHeader("Retry-After")));
     };
     xhr.onerror = () => {
       reject(new UploadError("The connection to the server was lost during the upload.", { retryable: true }));
@@ -84,8 +86,29 @@ export function detailText(body) {
   return "";
 }
 
-function refusal(status, body) {
+/** The sentence for a 401: the page asks for the key again. */
+const KEY_REFUSED = "The API key is missing or was not accepted. Check it above, then retry.";
+
+/** "in 12 s" from a `Retry-After` of seconds (or an HTTP date); "in a moment" without one. */
+function retryAfterText(header) {
+  let seconds = Number(header);
+  if (header && !/^\d+$/.test(header.trim())) seconds = (Date.parse(header) - Date.now()) / 1000;
+  if (!header || !Number.isFinite(seconds) || seconds < 0) return "in a moment";
+  const whole = Math.max(1, Math.ceil(seconds));
+  return whole < 120 ? `in ${whole} s` : `in ${Math.ceil(whole / 60)} min`;
+}
+
+function refusal(status, body, retryAfter = null) {
   const detail = detailText(body);
+  if (status === 401 || status === 403) {
+    return new UploadError(KEY_REFUSED, { status, retryable: true });
+  }
+  if (status === 429) {
+    return new UploadError(`Too many uploads in the last minute. Try again ${retryAfterText(retryAfter)}.`, {
+      status,
+      retryable: true,
+    });
+  }
   if (status === 413) {
     // The page refuses files over the limit it was told; this one is over the limit the server has now.
     return new UploadError("The file is larger than the server's upload limit.", { status });
