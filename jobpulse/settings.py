@@ -160,6 +160,14 @@ class Settings(BaseSettings):
             "processes; more get 429 with Retry-After. 0 = no limit."
         ),
     )
+    max_streams: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Event streams and long-polls one web process holds at once; more get 503 with Retry-After "
+            "before any 200. 0 = what the open-file limit allows, less 256."
+        ),
+    )
     max_streams_per_client: int = Field(
         default=100,
         ge=0,

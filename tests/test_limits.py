@@ -1,6 +1,7 @@
 """Per-client limits: submissions a minute (shared by every web process) and streams held open."""
 
 import asyncio
+import resource
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 from tests.conftest import Stack, StackFactory
 from tests.multipart import CONTENT_TYPE, Part, multipart
 from web.errors import BadRequest
-from web.limits import StreamSlots, SubmissionRate
+from web.limits import StreamSlots, SubmissionRate, stream_capacity
 
 pytestmark = pytest.mark.anyio
 
@@ -165,3 +166,46 @@ async def test_ended_streams_and_long_polls_give_their_slots_back(make_stack: St
     refused = await stack.client.get(f"/jobs/{'0' * 32}/events")  # unknown job: 404, no slot taken
     assert refused.status_code == 404
     assert stack.web.services.streams.held("ip:127.0.0.1") == 0
+
+
+async def test_past_the_process_capacity_new_streams_get_503_before_any_200(make_stack: StackFactory) -> None:
+    """Refused up front, with a time to come back, never accepted and then dropped."""
+    stack = await make_stack(max_streams=2)
+    job: dict[str, Any] = (await stack.client.post("/jobs", json=LONG)).json()
+    held = [
+        await open_stream(stack.client, job["id"], from_address(address))
+        for address in ("203.0.113.1", "203.0.113.2")
+    ]
+    try:
+        assert [r.status_code for r in held] == [200, 200]
+        for address in ("203.0.113.3", "203.0.113.1"):
+            refused = await stack.client.get(f"/jobs/{job['id']}/events", headers=from_address(address))
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
+            assert "JOBPULSE_MAX_STREAMS" in refused.json()["detail"]
+        long_poll = await stack.client.get(f"/jobs/{job['id']}?wait=5")
+        assert long_poll.status_code == 503
+    finally:
+        await held.pop().aclose()
+    slots = stack.web.services.streams
+    deadline = time.monotonic() + 5
+    while slots.total > 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    again = await open_stream(stack.client, job["id"], {})
+    assert again.status_code == 200
+    await again.aclose()
+    await held[0].aclose()
+
+
+def test_the_capacity_defaults_to_what_the_open_file_limit_leaves() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert stream_capacity(0) == max(1, soft - 256)
+    assert stream_capacity(500) == 500
+    slots = StreamSlots(per_client=0, capacity=1)
+    slot = slots.take("ip:a")
+    with pytest.raises(BadRequest) as refused:
+        slots.take("ip:b")
+    assert refused.value.status == 503
+    slot.release()
+    slots.take("ip:b").release()
+    assert slots.total == 0

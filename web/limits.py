@@ -4,6 +4,7 @@ Both answer 429 with `Retry-After`, the way API clients already know to back off
 """
 
 import math
+import resource
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -55,16 +56,47 @@ class SubmissionRate:
 
 
 STREAM_RETRY_AFTER_S = 5
+FULL_RETRY_AFTER_S = 2
+# File descriptors kept free for Redis connections, uploads and plain requests when the stream capacity
+# is derived from the open-file limit.
+RESERVED_FDS = 256
+
+
+def stream_capacity(configured: int) -> int:
+    """`configured`, or with 0, what the process's open-file limit leaves for streams.
+
+    Every stream holds a socket; past the limit `accept()` fails and clients see connections reset, or
+    a `200` followed by a drop. Refusing with a `503` first tells them to go elsewhere or come back.
+    """
+    if configured:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(1, soft - RESERVED_FDS)
 
 
 @dataclass
 class StreamSlots:
-    """Counts the event streams and long-polls each client holds open in this process."""
+    """Counts the event streams and long-polls this process holds open, in all and per client."""
 
     per_client: int
+    capacity: int = 1_000_000
     _held: Counter[str] = field(default_factory=Counter)
+    _total: int = 0
+
+    @property
+    def total(self) -> int:
+        return self._total
 
     def take(self, client: str) -> "StreamSlot":
+        if self._total >= self.capacity:
+            raise BadRequest(
+                503,
+                f"This web process already holds {self.capacity} open streams (JOBPULSE_MAX_STREAMS); "
+                "retry shortly.",
+                {"Retry-After": str(FULL_RETRY_AFTER_S)},
+            )
         if self.per_client and self._held[client] >= self.per_client:
             raise BadRequest(
                 429,
@@ -73,12 +105,14 @@ class StreamSlots:
                 {"Retry-After": str(STREAM_RETRY_AFTER_S)},
             )
         self._held[client] += 1
+        self._total += 1
         return StreamSlot(self, client)
 
     def held(self, client: str) -> int:
         return self._held[client]
 
     def _give_back(self, client: str) -> None:
+        self._total -= 1
         self._held[client] -= 1
         if self._held[client] <= 0:
             del self._held[client]

@@ -10,7 +10,7 @@ from jobpulse.settings import Settings
 from jobpulse.store import JobStore
 from web.access import AccessPolicy
 from web.hub import Hub
-from web.limits import StreamSlots, SubmissionRate
+from web.limits import StreamSlots, SubmissionRate, stream_capacity
 from web.queue import JobQueue
 
 # Shown by `CLIENT LIST`, so operators (and tests) can count the web processes' connections.
@@ -64,7 +64,7 @@ class Services:
             hub,
             AccessPolicy(settings),
             SubmissionRate(redis, settings.submissions_per_minute),
-            StreamSlots(settings.max_streams_per_client),
+            StreamSlots(settings.max_streams_per_client, stream_capacity(settings.max_streams)),
         )
 
     async def stop(self) -> None:
