@@ -11,6 +11,7 @@ subscriber that reads the stream and then listens live sees each event exactly o
 """
 
 import json
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,17 +30,22 @@ from jobpulse.status import EventType, JobStatus
 _APPEND = """
 local state, stream = KEYS[1], KEYS[2]
 local mode, channel, etype, data, final = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local expect_attempt, maxlen, ttl = ARGV[6], ARGV[7], ARGV[8]
+local expect_attempt, maxlen, ttl, write_id = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 if mode == 'create' then
   if redis.call('EXISTS', state) == 1 then return -3 end
 else
   if redis.call('EXISTS', state) == 0 then return -1 end
+  -- The same call again (a client retrying after a lost reply): it is already written, once.
+  if redis.call('HGET', state, 'last_write') == write_id then
+    return tonumber(redis.call('HGET', state, 'last_event_id'))
+  end
   if redis.call('HGET', state, 'final') == '1' then return 0 end
   if expect_attempt ~= '' and redis.call('HGET', state, 'attempt') ~= expect_attempt then return -2 end
 end
 local seq = redis.call('HINCRBY', state, 'last_event_id', 1)
 redis.call('XADD', stream, 'MAXLEN', maxlen, '0-' .. seq, 'type', etype, 'data', data, 'final', final)
-if #ARGV > 8 then redis.call('HSET', state, unpack(ARGV, 9)) end
+redis.call('HSET', state, 'last_write', write_id)
+if #ARGV > 9 then redis.call('HSET', state, unpack(ARGV, 10)) end
 if final == '1' then redis.call('HSET', state, 'final', '1') end
 redis.call('EXPIRE', state, ttl)
 redis.call('EXPIRE', stream, ttl)
@@ -189,7 +195,14 @@ class JobStore:
         final: bool,
         fields: Mapping[str, object],
         expect_attempt: int | None = None,
+        write_id: str | None = None,
     ) -> int:
+        """Run the append script; `write_id` names this one write (a fresh one by default).
+
+        The worker's Redis client retries a command whose connection dropped. If the first try ran but its
+        reply was lost, the retry carries the same `write_id` and the script answers the event id it wrote
+        rather than appending the event a second time.
+        """
         args: list[str] = [
             mode,
             keys.live_channel(job_id),
@@ -199,6 +212,7 @@ class JobStore:
             "" if expect_attempt is None else str(expect_attempt),
             str(self._maxlen),
             str(self._retention_s if final else self._active_ttl_s),
+            write_id or secrets.token_hex(8),
         ]
         for name, value in fields.items():
             args += [name, _field(value)]

@@ -1,12 +1,14 @@
 """The atomic job store: numbering, guards, trimming and expiry, on a real Redis."""
 
+import json
+
 import pytest
 from redis.asyncio import Redis
 
 from jobpulse import keys
 from jobpulse.ids import new_job_id
 from jobpulse.settings import Settings
-from jobpulse.status import JobStatus
+from jobpulse.status import EventType, JobStatus
 from jobpulse.store import JobAlreadyFinished, JobNotFound, JobStore, JobStoreError, StaleAttempt
 
 pytestmark = pytest.mark.anyio
@@ -87,3 +89,28 @@ async def test_results_that_json_cannot_hold_are_stored_as_text(redis: Redis, se
     state = await store.get(job_id)
     assert state is not None
     assert state.result["n"] == 1 and "object" in state.result["when"]
+
+
+async def test_a_retried_append_is_written_once(redis: Redis, settings: Settings) -> None:
+    """What the worker's client does after a lost reply: the same script call again, same arguments."""
+    store = JobStore(redis, settings)
+    job_id = new_job_id()
+    await store.create(job_id, "simulate", {})
+    data = json.dumps({"job_id": job_id, "ts": 1})
+    for final, event_type in ((False, EventType.PROGRESS), (True, EventType.STATUS)):
+        write = {
+            "event_type": event_type,
+            "data": data,
+            "final": final,
+            "fields": {},
+            "write_id": f"w{final}",
+        }
+        first = await store._run(job_id, mode="append", **write)  # type: ignore[arg-type]
+        again = await store._run(job_id, mode="append", **write)  # type: ignore[arg-type]
+        assert again == first  # the retry answers the id written the first time
+    assert [event.id for event in await store.read_events(job_id, 0, 10)] == [1, 2, 3]
+    # distinct writes with equal contents are distinct events
+    other = new_job_id()
+    await store.create(other, "simulate", {})
+    ids = [await store.set_progress(other, attempt=0, progress=5) for _ in range(2)]
+    assert ids == [2, 3]
