@@ -1,0 +1,281 @@
+"""SSE fan-out: jobpulse against the naive design and uvicorn's ceiling, same machine, same run.
+
+    .venv/bin/python -m benchmarks.fanout --scenario all
+    .venv/bin/python -m benchmarks.fanout --scenario fanout --jobs 50 --watchers 20
+    .venv/bin/python -m benchmarks.fanout --smoke
+
+Scenarios (each starts its own private redis-server, web process and worker/publisher, then stops them):
+
+- ceiling: uvicorn streaming a pre-encoded event as fast as clients read (StreamingResponse; bare ASGI).
+- fanout: `--jobs` simulate jobs x `--watchers` SSE clients each, `--steps` updates `--interval-ms` apart.
+- fanout-light: the same at `--light-interval-ms`, so the offered load is about 20k deliveries/s.
+- hot: one job x `--hot-watchers` clients: web CPU per published update, latency.
+- idle: `--idle-watchers` streams held open on one web process over `--idle-jobs` queued jobs.
+
+The load generator is a separate process (`--generators` of them) on raw sockets; its CPU is reported
+and flagged SATURATED when it was the bottleneck. Latency is the client's receive time minus the `ts`
+the publisher put in the event (both `time.time()`, same host). `--smoke` runs tiny sizes of jobpulse
+only and exits 1 unless every stream got every event once and in order.
+"""
+
+import argparse
+import platform
+import sys
+import time
+import uuid
+
+from benchmarks.fanout.procs import raise_nofile
+from benchmarks.fanout.report import (
+    CEILING_ROWS,
+    IDLE_ROWS,
+    STREAM_ROWS,
+    Figures,
+    check,
+    correctness_failures,
+    figures,
+    table,
+)
+from benchmarks.fanout.runner import (
+    Drive,
+    Run,
+    ceiling_stack,
+    drive,
+    jobpulse_stack,
+    naive_stack,
+    start_naive_publisher,
+    submit_simulate_jobs,
+)
+
+SCENARIOS = ("ceiling", "fanout", "fanout-light", "hot", "idle")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)  # noqa: T201
+
+
+def run_streams(
+    args: argparse.Namespace,
+    scenario: str,
+    system: str,
+    jobs: int,
+    watchers: int,
+    steps: int,
+    interval_ms: int,
+) -> Run:
+    offered = jobs * watchers * 1000 / interval_ms if interval_ms else None
+    common = {
+        "scenario": scenario,
+        "system": system,
+        "jobs": jobs,
+        "watchers": watchers,
+        "mode": "sse",
+        "until": "end",
+        "updates": jobs * steps,
+        "offered_per_s": offered,
+        "procs": args.generators,
+        "connect_concurrency": args.connect_concurrency,
+        "timeout_s": args.timeout_s,
+    }
+    if system == "jobpulse":
+        with jobpulse_stack(max_jobs=jobs + 10, with_worker=True) as stack:
+            params = {"steps": steps, "interval_ms": interval_ms, "start_delay_ms": args.start_delay_ms}
+            ids = submit_simulate_jobs(stack, jobs, params)
+            paths = [f"/jobs/{job_id}/events" for job_id in ids for _ in range(watchers)]
+            return drive(stack, Drive(paths=paths, **common))
+    with naive_stack() as stack:
+        ids = [uuid.uuid4().hex for _ in range(jobs)]
+        paths = [f"/jobs/{job_id}/events" for job_id in ids for _ in range(watchers)]
+
+        def publish() -> None:
+            start_naive_publisher(stack, ids, steps, interval_ms, delay_ms=args.naive_start_delay_ms)
+
+        return drive(stack, Drive(paths=paths, on_ready=publish, **common))
+
+
+def run_idle(args: argparse.Namespace, system: str) -> Run:
+    jobs, watchers = args.idle_jobs, args.idle_watchers
+    common = {
+        "scenario": "idle",
+        "system": system,
+        "jobs": jobs,
+        "watchers": watchers,
+        "mode": "sse",
+        "until": "close",
+        "updates": 0,
+        "offered_per_s": None,
+        "procs": args.generators,
+        "connect_concurrency": args.connect_concurrency,
+        "timeout_s": args.timeout_s,
+        "hold_s": args.idle_hold_s,
+    }
+    if system == "jobpulse":
+        # No worker: the jobs stay queued, their streams open and idle.
+        with jobpulse_stack(max_jobs=10, with_worker=False) as stack:
+            ids = submit_simulate_jobs(stack, jobs, {"steps": 1, "interval_ms": 0})
+            paths = [f"/jobs/{ids[i % jobs]}/events" for i in range(watchers)]
+            return drive(stack, Drive(paths=paths, **common))
+    with naive_stack() as stack:
+        ids = [uuid.uuid4().hex for _ in range(jobs)]
+        paths = [f"/jobs/{ids[i % jobs]}/events" for i in range(watchers)]
+        return drive(stack, Drive(paths=paths, **common))
+
+
+def run_ceiling(args: argparse.Namespace, app: str) -> Run:
+    clients, events = args.ceiling_clients, args.ceiling_events
+    with ceiling_stack(app) as stack:
+        plan = Drive(
+            scenario="ceiling",
+            system={"streaming_app": "StreamingResponse", "raw_app": "bare ASGI"}[app],
+            jobs=0,
+            watchers=clients,
+            paths=[f"/sse?n={events}"] * clients,
+            mode="count",
+            until="end",
+            updates=clients * events,
+            offered_per_s=None,
+            procs=args.generators,
+            connect_concurrency=args.connect_concurrency,
+            timeout_s=args.timeout_s,
+        )
+        return drive(stack, plan)
+
+
+def _by_system(results: list[Figures], system: str) -> Figures | None:
+    return next((f for f in results if f.run.system == system), None)
+
+
+def _ratio(a: Figures | None, b: Figures | None) -> float:
+    if a is None or b is None or not b.deliveries_per_s:
+        return float("nan")
+    return a.deliveries_per_s / b.deliveries_per_s
+
+
+def targets(scenario: str, results: list[Figures], ceiling: list[Figures]) -> list[str]:
+    ours = _by_system(results, "jobpulse")
+    if ours is None:
+        return []
+    lines = ["targets (jobpulse):"]
+    if scenario == "fanout":
+        streaming = _by_system(ceiling, "StreamingResponse")
+        lines.append(check("deliveries/s", ours.deliveries_per_s, ">=", 80_000))
+        lines.append(check("ours/naive", _ratio(ours, _by_system(results, "naive")), ">=", 3.5, "x"))
+        lines.append(check("ours/StreamingResponse ceiling", _ratio(ours, streaming), ">=", 0.8, "x"))
+        if (raw := _by_system(ceiling, "bare ASGI")) is not None:
+            lines.append(f"  (ours/bare-ASGI ceiling: {_ratio(ours, raw):.2f}x, no target)")
+    if scenario in ("fanout", "fanout-light"):
+        light = ours.run.offered_per_s is not None and ours.run.offered_per_s <= 20_000
+        note = "" if light else " (offered load above 20k/s: the latency target does not apply)"
+        lines.append(check("p50", ours.p50_ms, "<=", 5, " ms") + note)
+        lines.append(check("p99", ours.p99_ms, "<=", 50, " ms") + note)
+    if scenario == "hot":
+        lines.append(check("web CPU per update", ours.web_cpu_per_update_ms, "<=", 10, " ms"))
+        lines.append(check("p99", ours.p99_ms, "<=", 20, " ms"))
+    if scenario == "idle":
+        gen = ours.run.gen
+        lines.append(check("watchers", gen.connected, ">=", 10_000))
+        lines.append(check("errors", gen.errors + gen.dropped, "<=", 0))
+        lines.append(check("RSS per watcher", ours.rss_per_stream_kib, "<=", 10, " KiB"))
+        # The web holds one pub/sub connection and a pool of at most JOBPULSE_REDIS_POOL_SIZE + 1 (8 + 1).
+        peak = max(ours.run.redis_clients_ready or 0, ours.run.redis_clients_peak or 0)
+        lines.append(
+            f"  target constant Redis connections: {ours.run.redis_clients_base} before, peak {peak} with "
+            f"{gen.connected:,} streams open (bound 10) -> {'holds' if peak <= 10 else 'MISSES'}"
+        )
+        lines.append(check("new streams/s", ours.accept_per_s, ">=", 2_000))
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fanout", description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"], help="repeatable")
+    parser.add_argument("--systems", default="jobpulse,naive", help="comma-separated: jobpulse,naive")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, jobpulse only, exit 1 on loss")
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--watchers", type=int, default=20, help="per job")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--interval-ms", type=int, default=10)
+    parser.add_argument("--light-interval-ms", type=int, default=50, help="fanout-light: 50x20 at 20k/s")
+    parser.add_argument("--start-delay-ms", type=int, default=3000, help="jobpulse jobs: before step 1")
+    parser.add_argument("--naive-start-delay-ms", type=int, default=500, help="after all watchers connect")
+    parser.add_argument("--hot-watchers", type=int, default=1000)
+    parser.add_argument("--hot-steps", type=int, default=300)
+    parser.add_argument("--idle-watchers", type=int, default=10_000)
+    parser.add_argument("--idle-jobs", type=int, default=100)
+    parser.add_argument("--idle-hold-s", type=float, default=5.0)
+    parser.add_argument("--ceiling-clients", type=int, default=100)
+    parser.add_argument("--ceiling-events", type=int, default=20_000, help="per client")
+    parser.add_argument("--generators", type=int, default=1, help="load generator processes")
+    parser.add_argument("--connect-concurrency", type=int, default=200, help="connects in flight")
+    parser.add_argument("--timeout-s", type=float, default=300)
+    args = parser.parse_args(argv)
+    chosen = args.scenario or ["all"]
+    args.scenarios = list(SCENARIOS) if "all" in chosen else chosen
+    args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if args.smoke:
+        args.system_list = ["jobpulse"]
+        args.scenarios = ["fanout", "hot", "idle"]
+        args.jobs, args.watchers, args.steps, args.start_delay_ms = 3, 4, 20, 1500
+        args.hot_watchers, args.hot_steps = 30, 20
+        args.idle_watchers, args.idle_jobs, args.idle_hold_s = 100, 5, 1.0
+        args.timeout_s = 60
+    return args
+
+
+def run_scenario(args: argparse.Namespace, scenario: str, ceiling: list[Figures]) -> list[Figures]:
+    results: list[Figures] = []
+    for system in args.system_list:
+        if scenario == "idle":
+            run = run_idle(args, system)
+        elif scenario == "hot":
+            run = run_streams(args, scenario, system, 1, args.hot_watchers, args.hot_steps, args.interval_ms)
+        else:
+            interval = args.light_interval_ms if scenario == "fanout-light" else args.interval_ms
+            run = run_streams(args, scenario, system, args.jobs, args.watchers, args.steps, interval)
+        results.append(figures(run))
+        if run.log_problems:
+            say(
+                f"  {system}: {len(run.log_problems)} error/warning lines in its logs, first: "
+                f"{run.log_problems[0][:200]}"
+            )
+        if run.gen.error_samples:
+            say(f"  {system}: client errors, first: {run.gen.error_samples[:3]}")
+    say(table(scenario, IDLE_ROWS if scenario == "idle" else STREAM_ROWS, results))
+    ours = _by_system(results, "jobpulse")
+    if ours is not None and scenario != "idle":
+        if (naive := _by_system(results, "naive")) is not None:
+            say(f"ours/naive deliveries/s: {_ratio(ours, naive):.2f}x")
+        for f in ceiling:
+            say(f"ours/{f.run.system} ceiling: {_ratio(ours, f):.2f}x")
+    for line in targets(scenario, results, ceiling):
+        say(line)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    nofile = raise_nofile()
+    say(
+        f"machine: {platform.node()}, Python {platform.python_version()}, kernel {platform.release()}, "
+        f"open files limit {nofile}"
+    )
+    failures: list[str] = []
+    ceiling: list[Figures] = []
+    for scenario in args.scenarios:
+        started = time.monotonic()
+        if scenario == "ceiling":
+            ceiling = [figures(run_ceiling(args, app)) for app in ("streaming_app", "raw_app")]
+            say(table("ceiling: pre-encoded events, as fast as clients read", CEILING_ROWS, ceiling))
+        else:
+            results = run_scenario(args, scenario, ceiling)
+            if (ours := _by_system(results, "jobpulse")) is not None:
+                failures += correctness_failures(ours)
+        say(f"({time.monotonic() - started:.0f} s)\n")
+    if failures:
+        say("CORRECTNESS FAILURES (jobpulse):\n  " + "\n  ".join(failures))
+        return 1
+    say("jobpulse correctness: every stream got every event once, in order")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Figures from runs, the tables printed, and the issue's targets next to them."""
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from benchmarks.fanout.runner import Run
+
+GEN_SATURATED = 0.9  # a generator process busy this share of its wall time is the bottleneck
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return math.nan
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+@dataclass
+class Figures:
+    run: Run
+    deliveries: int  # progress events received (sse) or events (count)
+    deliveries_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    web_cpu_per_update_ms: float
+    gen_busy: float  # generator CPU / (its wall time x processes)
+    rss_per_stream_kib: float
+    accept_per_s: float
+
+    @property
+    def gen_saturated(self) -> bool:
+        return self.gen_busy >= GEN_SATURATED
+
+
+def figures(run: Run) -> Figures:
+    gen = run.gen
+    lat = sorted(gen.latencies)
+    deliveries = len(lat) if lat else gen.events
+    span = gen.last_event_at - gen.first_event_at
+    connect_span = gen.connected_at - gen.connect_started_at
+    return Figures(
+        run=run,
+        deliveries=deliveries,
+        deliveries_per_s=deliveries / span if span > 0 else math.nan,
+        p50_ms=percentile(lat, 50) * 1000,
+        p90_ms=percentile(lat, 90) * 1000,
+        p99_ms=percentile(lat, 99) * 1000,
+        max_ms=(lat[-1] * 1000) if lat else math.nan,
+        web_cpu_per_update_ms=run.web_cpu_s / run.updates * 1000 if run.updates else math.nan,
+        gen_busy=gen.cpu_s / (gen.wall_s * run.gen_procs) if gen.wall_s else math.nan,
+        rss_per_stream_kib=(run.web_rss_ready_kib - run.web_rss_base_kib) / gen.connected
+        if gen.connected
+        else math.nan,
+        accept_per_s=gen.connected / connect_span if connect_span > 0 else math.nan,
+    )
+
+
+def _n(value: float | int | None, fmt: str = ",.0f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+Row = tuple[str, Callable[[Figures], str]]
+
+STREAM_ROWS: list[Row] = [
+    ("streams (jobs x watchers)", lambda f: f"{f.run.jobs} x {f.run.watchers} = {f.run.streams}"),
+    ("offered deliveries/s (nominal)", lambda f: _n(f.run.offered_per_s)),
+    ("progress events received/expected", lambda f: f"{f.deliveries:,}/{f.run.updates * f.run.watchers:,}"),
+    ("deliveries/s", lambda f: _n(f.deliveries_per_s)),
+    ("latency p50 ms", lambda f: _n(f.p50_ms, ".1f")),
+    ("latency p90 ms", lambda f: _n(f.p90_ms, ".1f")),
+    ("latency p99 ms", lambda f: _n(f.p99_ms, ".1f")),
+    ("latency max ms", lambda f: _n(f.max_ms, ".1f")),
+    (
+        "lost / duplicated / out of order",
+        lambda f: f"{f.run.gen.lost} / {f.run.gen.duplicated} / {f.run.gen.out_of_order}",
+    ),
+    ("streams without end / errors", lambda f: f"{f.run.gen.incomplete} / {f.run.gen.errors}"),
+    (
+        "all connected before 1st update",
+        lambda f: {None: "-", True: "yes", False: "NO"}[f.run.connected_before_first_update],
+    ),
+    ("web CPU s (window s)", lambda f: f"{f.run.web_cpu_s:.2f} ({f.run.window_s:.1f})"),
+    ("web CPU ms per published update", lambda f: _n(f.web_cpu_per_update_ms, ".2f")),
+    ("worker/publisher CPU s", lambda f: _n(f.run.worker_cpu_s, ".2f")),
+    ("redis CPU s", lambda f: _n(f.run.redis_cpu_s, ".2f")),
+    (
+        "generator CPU s (busy)",
+        lambda f: (
+            f"{f.run.gen.cpu_s:.2f} ({f.gen_busy:.0%}"
+            f"{' SATURATED' if f.gen_saturated else ''}) x{f.run.gen_procs}"
+        ),
+    ),
+    ("web RSS ready / peak", lambda f: f"{_mib(f.run.web_rss_ready_kib)} / {_mib(f.run.web_rss_peak_kib)}"),
+    ("web RSS per watcher KiB", lambda f: _n(f.rss_per_stream_kib, ".1f")),
+    (
+        "redis clients base/ready/peak/end",
+        lambda f: (
+            f"{_n(f.run.redis_clients_base)}/{_n(f.run.redis_clients_ready)}/"
+            f"{_n(f.run.redis_clients_peak)}/{_n(f.run.redis_clients_end)}"
+        ),
+    ),
+]
+
+IDLE_ROWS: list[Row] = [
+    ("streams requested (over jobs)", lambda f: f"{f.run.streams} ({f.run.jobs} jobs)"),
+    ("streams accepted (200)", lambda f: _n(f.run.gen.connected)),
+    ("errors", lambda f: _n(f.run.gen.errors)),
+    ("dropped while held", lambda f: _n(f.run.gen.dropped)),
+    ("new streams accepted/s", lambda f: _n(f.accept_per_s)),
+    (
+        "web RSS base / ready / peak",
+        lambda f: (
+            f"{_mib(f.run.web_rss_base_kib)} / "
+            f"{_mib(f.run.web_rss_ready_kib)} / {_mib(f.run.web_rss_peak_kib)}"
+        ),
+    ),
+    ("web RSS per watcher KiB", lambda f: _n(f.rss_per_stream_kib, ".1f")),
+    (
+        "redis clients base/ready/peak/end",
+        lambda f: (
+            f"{_n(f.run.redis_clients_base)}/{_n(f.run.redis_clients_ready)}/"
+            f"{_n(f.run.redis_clients_peak)}/{_n(f.run.redis_clients_end)}"
+        ),
+    ),
+    ("web CPU s (window s)", lambda f: f"{f.run.web_cpu_s:.2f} ({f.run.window_s:.1f})"),
+    (
+        "generator CPU s (busy)",
+        lambda f: (
+            f"{f.run.gen.cpu_s:.2f} ({f.gen_busy:.0%}"
+            f"{' SATURATED' if f.gen_saturated else ''}) x{f.run.gen_procs}"
+        ),
+    ),
+]
+
+CEILING_ROWS: list[Row] = [
+    ("clients x events each", lambda f: f"{f.run.streams} x {f.run.updates // max(1, f.run.streams):,}"),
+    ("events received", lambda f: _n(f.run.gen.events)),
+    ("events/s", lambda f: _n(f.deliveries_per_s)),
+    ("errors / dropped", lambda f: f"{f.run.gen.errors} / {f.run.gen.dropped}"),
+    ("web CPU s (window s)", lambda f: f"{f.run.web_cpu_s:.2f} ({f.run.window_s:.1f})"),
+    (
+        "generator CPU s (busy)",
+        lambda f: (
+            f"{f.run.gen.cpu_s:.2f} ({f.gen_busy:.0%}"
+            f"{' SATURATED' if f.gen_saturated else ''}) x{f.run.gen_procs}"
+        ),
+    ),
+]
+
+
+def table(title: str, rows: list[Row], runs: list[Figures]) -> str:
+    headers = ["", *(f.run.system for f in runs)]
+    body = [[label, *(render(f) for f in runs)] for label, render in rows]
+    widths = [max(len(str(row[i])) for row in [headers, *body]) for i in range(len(headers))]
+    lines = [f"== {title}"]
+    for row in [headers, *body]:
+        lines.append(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
+def check(label: str, value: float, op: str, target: float, unit: str = "") -> str:
+    holds = value >= target if op == ">=" else value <= target
+    verdict = "-" if math.isnan(value) else ("holds" if holds else "MISSES")
+    return f"  target {label} {op} {target:g}{unit}: measured {value:,.3g}{unit} -> {verdict}"
+
+
+def correctness_failures(f: Figures) -> list[str]:
+    gen = f.run.gen
+    problems = []
+    names = ["lost", "duplicated", "out_of_order", "errors", "dropped"]
+    if f.run.scenario != "idle":
+        names.append("incomplete")  # idle streams are closed by us before their job ends
+    for name in names:
+        if getattr(gen, name):
+            problems.append(f"{f.run.scenario}/{f.run.system}: {getattr(gen, name)} {name}")
+    if f.run.scenario != "idle" and gen.connected != gen.watchers:
+        problems.append(f"{f.run.scenario}/{f.run.system}: {gen.connected}/{gen.watchers} connected")
+    return problems
