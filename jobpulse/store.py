@@ -44,8 +44,7 @@ else
 end
 local seq = redis.call('HINCRBY', state, 'last_event_id', 1)
 redis.call('XADD', stream, 'MAXLEN', maxlen, '0-' .. seq, 'type', etype, 'data', data, 'final', final)
-redis.call('HSET', state, 'last_write', write_id)
-if #ARGV > 9 then redis.call('HSET', state, unpack(ARGV, 10)) end
+redis.call('HSET', state, 'last_write', write_id, unpack(ARGV, 10))
 if final == '1' then redis.call('HSET', state, 'final', '1') end
 redis.call('EXPIRE', state, ttl)
 redis.call('EXPIRE', stream, ttl)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stack.processes import stop_process
 from stack.redis_server import RedisServer, env_with_redis
 
 # A child that exits this soon after starting, this many times in a row, is not restarted again.
@@ -43,14 +44,8 @@ class Child:
         return None if self.popen is None else self.popen.poll()
 
     def stop(self, timeout_s: float = 15) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        if self.popen is not None:
+            stop_process(self.popen, timeout_s)
 
 
 def main() -> int:

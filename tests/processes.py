@@ -1,7 +1,6 @@
 """The real entry points as child processes: `arq worker.WorkerSettings` and `uvicorn web.app:app`."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from stack.processes import stop_process
 from stack.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +37,8 @@ class Process:
         return self.popen.wait(timeout)
 
     def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        if self.popen is not None:
+            stop_process(self.popen, 10)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -1,8 +1,7 @@
 """Per-client limits: submissions a minute (shared by every web process) and streams held open."""
 
-import asyncio
 import resource
-import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -123,6 +122,12 @@ def test_stream_slots_are_counted_per_client_and_given_back_once() -> None:
     assert slots.held("ip:a") == slots.held("ip:b") == 0
 
 
+async def until(condition: Callable[[], bool], timeout_s: float = 5) -> None:
+    with anyio.fail_after(timeout_s):
+        while not condition():
+            await anyio.sleep(0.02)
+
+
 async def open_stream(client: httpx.AsyncClient, job_id: str, headers: dict[str, str]) -> httpx.Response:
     request = client.build_request("GET", f"/jobs/{job_id}/events", headers=headers)
     return await client.send(request, stream=True)
@@ -146,10 +151,7 @@ async def test_streams_over_the_limit_get_429_until_one_closes(make_stack: Stack
     finally:
         await held.pop().aclose()
     slots = stack.web.services.streams
-    deadline = time.monotonic() + 5
-    while slots.held("ip:127.0.0.1") > 1:  # the server notices the disconnect
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await until(lambda: slots.held("ip:127.0.0.1") <= 1)  # the server notices the disconnect
     again = await open_stream(stack.client, job["id"], {})
     assert again.status_code == 200
     await again.aclose()
@@ -187,10 +189,7 @@ async def test_past_the_process_capacity_new_streams_get_503_before_any_200(make
     finally:
         await held.pop().aclose()
     slots = stack.web.services.streams
-    deadline = time.monotonic() + 5
-    while slots.total > 1:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    await until(lambda: slots.total <= 1)
     again = await open_stream(stack.client, job["id"], {})
     assert again.status_code == 200
     await again.aclose()

@@ -32,7 +32,8 @@ class HubUnavailable(Exception):
 
 
 class _Channel:
-    def __init__(self, name: bytes) -> None:
+    def __init__(self, job_id: str, name: bytes) -> None:
+        self.job_id = job_id
         self.name = name
         self.subscriptions: set[Subscription] = set()
         self.ready = asyncio.Event()  # Redis confirmed the subscription
@@ -105,7 +106,7 @@ class Hub:
         name = keys.live_channel(job_id).encode()
         channel = self._channels.get(name)
         if channel is None:
-            channel = self._channels[name] = _Channel(name)
+            channel = self._channels[name] = _Channel(job_id, name)
             channel.subscriptions.add(subscription)
             await self._send("subscribe", name)
         else:
@@ -141,11 +142,7 @@ class Hub:
         replica) or an abandoned job expired. No event will ever come, so rather than keep-alives for
         ever, its streams end with a short `retry:`: clients reconnect and learn it is gone (404).
         """
-        watched = {
-            next(iter(channel.subscriptions)).job_id: channel
-            for channel in self._channels.values()
-            if channel.subscriptions
-        }
+        watched = {channel.job_id: channel for channel in self._channels.values()}
         if not watched:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -2,7 +2,6 @@
 
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +9,8 @@ import time
 from pathlib import Path
 
 from redis import Redis
+
+from stack.processes import stop_process
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -66,13 +67,7 @@ class Child:
         return cpu_seconds(self.pid)
 
     def stop(self, timeout_s: float = 10) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        stop_process(self.popen, timeout_s)
 
     def log_problems(self) -> list[str]:
         """Lines of its log that look like errors or warnings."""

@@ -70,6 +70,24 @@ def _mib(kib: int) -> str:
 
 Row = tuple[str, Callable[[Figures], str]]
 
+# Rows more than one table shows.
+WEB_CPU_ROW: Row = ("web CPU s (window s)", lambda f: f"{f.run.web_cpu_s:.2f} ({f.run.window_s:.1f})")
+GENERATOR_ROW: Row = (
+    "generator CPU s (busy)",
+    lambda f: (
+        f"{f.run.gen.cpu_s:.2f} ({f.gen_busy:.0%}"
+        f"{' SATURATED' if f.gen_saturated else ''}) x{f.run.gen_procs}"
+    ),
+)
+RSS_PER_WATCHER_ROW: Row = ("web RSS per watcher KiB", lambda f: _n(f.rss_per_stream_kib, ".1f"))
+REDIS_CLIENTS_ROW: Row = (
+    "redis clients base/ready/peak/end",
+    lambda f: (
+        f"{_n(f.run.redis_clients_base)}/{_n(f.run.redis_clients_ready)}/"
+        f"{_n(f.run.redis_clients_peak)}/{_n(f.run.redis_clients_end)}"
+    ),
+)
+
 STREAM_ROWS: list[Row] = [
     ("streams (jobs x watchers)", lambda f: f"{f.run.jobs} x {f.run.watchers} = {f.run.streams}"),
     ("offered deliveries/s (nominal)", lambda f: _n(f.run.offered_per_s)),
@@ -88,26 +106,14 @@ STREAM_ROWS: list[Row] = [
         "all connected before 1st update",
         lambda f: {None: "-", True: "yes", False: "NO"}[f.run.connected_before_first_update],
     ),
-    ("web CPU s (window s)", lambda f: f"{f.run.web_cpu_s:.2f} ({f.run.window_s:.1f})"),
+    WEB_CPU_ROW,
     ("web CPU ms per published update", lambda f: _n(f.web_cpu_per_update_ms, ".2f")),
     ("worker/publisher CPU s", lambda f: _n(f.run.worker_cpu_s, ".2f")),
     ("redis CPU s", lambda f: _n(f.run.redis_cpu_s, ".2f")),
-    (
-        "generator CPU s (busy)",
-        lambda f: (
-            f"{f.run.gen.cpu_s:.2f} ({f.gen_busy:.0%}"
-            f"{' SATURATED' if f.gen_saturated else ''}) x{f.run.gen_procs}"
-        ),
-    ),
+    GENERATOR_ROW,
     ("web RSS ready / peak", lambda f: f"{_mib(f.run.web_rss_ready_kib)} / {_mib(f.run.web_rss_peak_kib)}"),
-    ("web RSS per watcher KiB", lambda f: _n(f.rss_per_stream_kib, ".1f")),
-    (
-        "redis clients base/ready/peak/end",
-        lambda f: (
-            f"{_n(f.run.redis_clients_base)}/{_n(f.run.redis_clients_ready)}/"
-            f"{_n(f.run.redis_clients_peak)}/{_n(f.run.redis_clients_end)}"
-        ),
-    ),
+    RSS_PER_WATCHER_ROW,
+    REDIS_CLIENTS_ROW,
 ]
 
 IDLE_ROWS: list[Row] = [
@@ -123,22 +129,10 @@ IDLE_ROWS: list[Row] = [
             f"{_mib(f.run.web_rss_ready_kib)} / {_mib(f.run.web_rss_peak_kib)}"
         ),
     ),
-    ("web RSS per watcher KiB", lambda f: _n(f.rss_per_stream_kib, ".1f")),
-    (
-        "redis clients base/ready/peak/end",
-        lambda f: (
-            f"{_n(f.run.redis_clients_base)}/{_n(f.run.redis_clients_ready)}/"
-            f"{_n(f.run.redis_clients_peak)}/{_n(f.run.redis_clients_end)}"
-        ),
-    ),
-    ("web CPU s (window s)", lambda f: f"{f.run.web_cpu_s:.2f} ({f.run.window_s:.1f})"),
-    (
-        "generator CPU s (busy)",
-        lambda f: (
-            f"{f.run.gen.cpu_s:.2f} ({f.gen_busy:.0%}"
-            f"{' SATURATED' if f.gen_saturated else ''}) x{f.run.gen_procs}"
-        ),
-    ),
+    RSS_PER_WATCHER_ROW,
+    REDIS_CLIENTS_ROW,
+    WEB_CPU_ROW,
+    GENERATOR_ROW,
 ]
 
 CEILING_ROWS: list[Row] = [
@@ -146,14 +140,8 @@ CEILING_ROWS: list[Row] = [
     ("events received", lambda f: _n(f.run.gen.events)),
     ("events/s", lambda f: _n(f.deliveries_per_s)),
     ("errors / dropped", lambda f: f"{f.run.gen.errors} / {f.run.gen.dropped}"),
-    ("web CPU s (window s)", lambda f: f"{f.run.web_cpu_s:.2f} ({f.run.window_s:.1f})"),
-    (
-        "generator CPU s (busy)",
-        lambda f: (
-            f"{f.run.gen.cpu_s:.2f} ({f.gen_busy:.0%}"
-            f"{' SATURATED' if f.gen_saturated else ''}) x{f.run.gen_procs}"
-        ),
-    ),
+    WEB_CPU_ROW,
+    GENERATOR_ROW,
 ]
 
 

@@ -164,6 +164,16 @@ def _log_dir() -> Iterator[Path]:
 
 
 @contextmanager
+def _serving(stack: Stack) -> Iterator[None]:
+    """Stop every child of `stack` on the way out, however the run ends."""
+    try:
+        yield
+    finally:
+        for child in stack.children:
+            child.stop()
+
+
+@contextmanager
 def jobpulse_stack(*, max_jobs: int, with_worker: bool) -> Iterator[Stack]:
     with _log_dir() as logs, RedisServer() as redis:
         env = {
@@ -180,15 +190,12 @@ def jobpulse_stack(*, max_jobs: int, with_worker: bool) -> Iterator[Stack]:
         web = Child("web", uvicorn_args("web.app:app", port), env, logs)
         stack = Stack(port=port, web=web, redis_url=redis.url, children=[web])
         stack.redis_pid = redis.process.pid if redis.process else None
-        try:
+        with _serving(stack):
             if with_worker:
                 stack.worker = Child("worker", python_module("arq", "worker.WorkerSettings"), env, logs)
                 stack.children.append(stack.worker)
             wait_for_http(port, web)
             yield stack
-        finally:
-            for child in stack.children:
-                child.stop()
 
 
 @contextmanager
@@ -200,12 +207,9 @@ def naive_stack() -> Iterator[Stack]:
         stack = Stack(port=port, web=web, redis_url=redis.url, children=[web])
         stack.redis_pid = redis.process.pid if redis.process else None
         stack.log_dir = logs
-        try:
+        with _serving(stack):
             wait_for_http(port, web)
             yield stack
-        finally:
-            for child in stack.children:
-                child.stop()
 
 
 @contextmanager
@@ -214,11 +218,9 @@ def ceiling_stack(app: str) -> Iterator[Stack]:
         port = free_port()
         web = Child("web", uvicorn_args(f"benchmarks.fanout.ceiling_app:{app}", port), dict(os.environ), logs)
         stack = Stack(port=port, web=web, children=[web])
-        try:
+        with _serving(stack):
             wait_for_http(port, web)
             yield stack
-        finally:
-            web.stop()
 
 
 def submit_simulate_jobs(stack: Stack, count: int, params: dict[str, int]) -> list[str]:

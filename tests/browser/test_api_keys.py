@@ -30,6 +30,7 @@ from tests.browser.test_upload_page import (
     sample_bar,
     samples,
     sha256,
+    tab_to,
     upload,
     upload_bar,
     wait_for_bar,
@@ -114,12 +115,7 @@ async def test_without_a_key_nothing_is_sent(page: Page, launch: StackFactory, t
     assert os.listdir(tmp_path / "uploads") == []
 
     # The field is reached and filled from the keyboard; then Retry sends the file with the key.
-    for _ in range(10):
-        await page.keyboard.press("Tab")
-        if await page.evaluate("document.activeElement.id") == "api-key":
-            break
-    else:
-        pytest.fail("Tab never reached the API key field")
+    await tab_to(page, "document.activeElement.id === 'api-key'", "the API key field")
     await page.keyboard.type(API_KEY)
     await expect(key_field).not_to_have_attribute("aria-invalid", "true")
     await expect(page.locator("#api-key-problem")).to_be_hidden()

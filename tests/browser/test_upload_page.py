@@ -107,6 +107,15 @@ async def upload(page: Page, *paths: Path) -> list[dict[str, Any]]:
     return jobs
 
 
+async def tab_to(page: Page, focused: str, what: str, presses: int = 10) -> None:
+    """Press Tab until the JavaScript expression `focused` is true, as a keyboard user would."""
+    for _ in range(presses):
+        await page.keyboard.press("Tab")
+        if await page.evaluate(focused):
+            return
+    pytest.fail(f"Tab never reached {what}")
+
+
 async def open_page(page: Page, stack: Stack) -> None:
     await page.goto(stack.url)
     await expect(page.get_by_role("heading", name="Uploads")).to_be_visible()
@@ -364,12 +373,7 @@ async def test_the_page_works_from_the_keyboard(page: Page, launch: StackFactory
     # `expect_file_chooser()` around the key press, the first chooser can open before it is.
     page.on("filechooser", lambda chooser: choosers.append(chooser))
     await open_page(page, stack)
-    for _ in range(10):
-        await page.keyboard.press("Tab")
-        if await page.evaluate("document.activeElement.type") == "file":
-            break
-    else:
-        pytest.fail("Tab never reached the file picker")
+    await tab_to(page, "document.activeElement.type === 'file'", "the file picker")
     for key, files in [(" ", []), ("Enter", [str(slow)])]:
         choosers.clear()
         await page.keyboard.press(key)
