@@ -7,7 +7,11 @@ _JOB_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 def new_job_id() -> str:
-    return secrets.token_urlsafe(16)
+    """A fresh id that never starts with `-`, so it cannot be mistaken for an option on a command line
+    (`jobpulse watch ID`); one in 64 draws is redrawn."""
+    while (job_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return job_id
 
 
 def is_job_id(text: str) -> bool:
