@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(default=3600, gt=0, description="A job running longer than this fails.")
     max_tries: int = Field(default=3, ge=1, le=100, description="Attempts before a retried job fails.")
     max_jobs: int = Field(default=10, ge=1, description="Jobs one worker process runs at once.")
+    worker_redis_pool_size: int = Field(
+        default=10,
+        ge=2,
+        description=(
+            "Redis connections one worker process uses at most, however many jobs it runs; a command "
+            "waits for a free one."
+        ),
+    )
     worker_poll_delay_s: float = Field(
         default=0.2, gt=0, le=10, description="How often a worker polls for new jobs and cancellations."
     )

@@ -1,17 +1,20 @@
-"""The worker's Redis connection: one that waits for Redis to come back instead of failing at once.
+"""The worker's Redis connections: a fixed number, and they wait for Redis to come back instead of failing.
 
 arq's worker dies on the first connection error its poll loop meets, and redis-py's command retries do
 not help there: a pool hands out a connection *before* the retry starts, and reconnecting a dropped one
 fails at once while Redis restarts. So the pool itself retries getting a connected connection, with
 backoff, for up to `JOBPULSE_REDIS_RECONNECT_S`; commands on it retry too. Past that the worker exits as
 before and its supervisor starts it again.
+
+The pool holds at most `JOBPULSE_WORKER_REDIS_POOL_SIZE` connections, however many jobs publish at once:
+a command waits for a free connection rather than opening another (or failing).
 """
 
 import asyncio
 from typing import Any
 
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -21,11 +24,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from jobpulse import queue_codec
 from jobpulse.settings import Settings
 
+# Shown by `CLIENT LIST`, so operators (and tests) can count the worker processes' connections.
+WORKER_CLIENT_NAME = "jobpulse-worker"
+
 _BACKOFF_CAP_S = 1.0
 _FIRST_BACKOFF_S = 0.05
 
 
-class ReconnectingPool(ConnectionPool):
+class ReconnectingPool(BlockingConnectionPool):
     def __init__(self, *args: Any, reconnect_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.reconnect_s = reconnect_s
@@ -51,6 +57,9 @@ def worker_redis(settings: Settings) -> ArqRedis:
     pool = ReconnectingPool.from_url(
         settings.redis_url,
         reconnect_s=settings.redis_reconnect_s,
+        max_connections=settings.worker_redis_pool_size,
+        timeout=None,  # wait as long as it takes: a connection is held for one command or transaction
+        client_name=WORKER_CLIENT_NAME,
         retry=Retry(ExponentialBackoff(cap=_BACKOFF_CAP_S, base=_FIRST_BACKOFF_S), retries=retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         socket_connect_timeout=settings.redis_timeout_s,
