@@ -12,6 +12,7 @@ from web.access import AccessPolicy
 from web.hub import Hub
 from web.limits import StreamSlots, SubmissionRate, stream_capacity
 from web.queue import JobQueue
+from web.stream_clock import StreamClock
 
 # Shown by `CLIENT LIST`, so operators (and tests) can count the web processes' connections.
 WEB_CLIENT_NAME = "jobpulse-web"
@@ -27,14 +28,15 @@ class Services:
     access: AccessPolicy
     submissions: SubmissionRate
     streams: StreamSlots
+    clock: StreamClock
 
     @classmethod
     async def start(cls, settings: Settings) -> "Services":
         # A fixed-size pool: the connection count stays constant however many clients are served.
-        # One connection is held by the hub's pub/sub reader; the rest serve commands.
+        # The hub's pub/sub reader holds one more connection, of its own, built from this pool's settings.
         pool = BlockingConnectionPool.from_url(
             settings.redis_url,
-            max_connections=settings.redis_pool_size + 1,
+            max_connections=settings.redis_pool_size,
             timeout=10,
             socket_connect_timeout=settings.redis_timeout_s,
             socket_timeout=settings.redis_timeout_s,
@@ -56,6 +58,8 @@ class Services:
             vanished_check_s=settings.keepalive_s,
         )
         await hub.start()
+        clock = StreamClock.for_deadlines(settings.keepalive_s, settings.send_timeout_s)
+        clock.start()
         return cls(
             settings,
             redis,
@@ -65,8 +69,10 @@ class Services:
             AccessPolicy(settings),
             SubmissionRate(redis, settings.submissions_per_minute),
             StreamSlots(settings.max_streams_per_client, stream_capacity(settings.max_streams)),
+            clock,
         )
 
     async def stop(self) -> None:
         await self.hub.stop()
+        await self.clock.stop()
         await self.redis.aclose(close_connection_pool=True)

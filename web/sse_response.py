@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from jobpulse.sse import encode_comment, encode_retry
 from web.hub import Hub
+from web.stream_clock import StreamClock
 from web.subscription import Subscription
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,13 @@ RECONNECT_SOON_MS = 250
 
 
 class SubscriptionResponse(EventSourceResponse):
+    """Runs in the request's own task, with one more task per stream that waits for the disconnect."""
+
     def __init__(
         self,
         hub: Hub,
         subscription: Subscription,
+        clock: StreamClock,
         *,
         on_close: Callable[[], None] = lambda: None,
         keepalive_s: float,
@@ -40,29 +44,48 @@ class SubscriptionResponse(EventSourceResponse):
         super().__init__(content=iter(()), headers=SSE_HEADERS)
         self._hub = hub
         self._subscription = subscription
+        self._clock = clock
         self._on_close = on_close
         self._keepalive_s = keepalive_s
         self._retry_ms = retry_ms
         self._send_timeout_s = send_timeout_s
+        # Loop times read by `tick`: when the send under way began (0: none), when the last one ended.
+        self._sending_since = 0.0
+        self._last_write = 0.0
+        self._dropped = False
+        self._task: asyncio.Task[object] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._task = asyncio.current_task()
+        watcher = asyncio.ensure_future(self._close_on_disconnect(receive))
+        self._clock.add(self)
         try:
-            writer = asyncio.ensure_future(self._write(send))
-            watcher = asyncio.ensure_future(_until_disconnect(receive))
-            try:
-                await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (writer, watcher):
-                    task.cancel()
-                await asyncio.gather(writer, watcher, return_exceptions=True)
-            if writer.done() and not writer.cancelled() and (exc := writer.exception()) is not None:
-                if not isinstance(exc, OSError):  # a client that vanished mid-write is not an error
-                    raise exc
+            await self._write(send)
+        except OSError:
+            pass  # a client that vanished mid-write is not an error
         finally:
+            self._clock.discard(self)
+            watcher.cancel()
             self._hub.release(self._subscription)
             self._on_close()
 
+    def tick(self, now: float) -> None:
+        """Called by the stream clock: drop a peer that takes no bytes; keep a quiet stream alive."""
+        if self._sending_since:
+            if now - self._sending_since > self._send_timeout_s and not self._dropped and self._task:
+                self._dropped = True
+                self._task.cancel()
+        elif now - self._last_write >= self._keepalive_s:
+            self._subscription.request_keepalive()
+
+    async def _close_on_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._subscription.close()
+
     async def _write(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_write = loop.time()
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         # The first bytes go out at once, so clients and proxies see a live stream before any event; the
         # `retry:` line takes effect as soon as a client reads it, event or no event.
@@ -70,30 +93,29 @@ class SubscriptionResponse(EventSourceResponse):
         await send({"type": "http.response.body", "body": opening, "more_body": True})
         keepalive = encode_comment("keep-alive")
         try:
-            while (chunk := await self._subscription.next_chunk(self._keepalive_s)) is not None:
+            while (chunk := await self._subscription.next_chunk()) is not None:
+                self._sending_since = loop.time()
                 try:
-                    async with asyncio.timeout(self._send_timeout_s):
-                        await send(
-                            {"type": "http.response.body", "body": chunk or keepalive, "more_body": True}
-                        )
-                except TimeoutError:
-                    # A peer that accepts nothing for this long is gone (or as good as gone): drop it
-                    # rather than hold its connection for the kernel's retransmission timeout. It loses
-                    # nothing: a client that is still there resumes with Last-Event-ID.
+                    await send({"type": "http.response.body", "body": chunk or keepalive, "more_body": True})
+                except asyncio.CancelledError:
+                    if not self._dropped:
+                        raise
+                    # The clock found this send blocked for `send_timeout_s`: a peer that accepts nothing
+                    # for this long is gone (or as good as gone). Drop it rather than hold its connection
+                    # for the kernel's retransmission timeout. It loses nothing: a client that is still
+                    # there resumes with Last-Event-ID.
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
                     logger.warning(
                         "job %s: client took no bytes for %g s; dropped",
                         self._subscription.job_id,
                         self._send_timeout_s,
                     )
                     return
+                self._last_write = loop.time()
+                self._sending_since = 0.0
         except RedisError as exc:
             # Catching up needs Redis; without it, end the stream cleanly and let the client resume.
             logger.warning("job %s: stream ended, Redis unavailable: %s", self._subscription.job_id, exc)
         # Cut short (shutdown, Redis gone): reconnect soon; a `retry:` line takes effect once it is read.
         ending = encode_retry(RECONNECT_SOON_MS) if not self._subscription.finished else b""
         await send({"type": "http.response.body", "body": ending, "more_body": False})
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

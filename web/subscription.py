@@ -35,40 +35,58 @@ class Subscription:
         self._early: dict[int, StoredEvent] = {}  # live events that arrived ahead of a gap being filled
         self._behind = True  # the stream may hold events after `_tail` that are not queued
         self._fetching = False
-        self._wakeup = asyncio.Event()
+        self._keepalive_due = False
+        self._loop = asyncio.get_running_loop()  # looked up once: each lookup costs a getpid() call
+        # A bare future rather than an asyncio.Event: one allocation per wait, no waiter list.
+        self._waiter: asyncio.Future[None] | None = None
         self.finished = False  # the terminal event was handed out
         self.closed = False  # the hub is going away
 
     def offer(self, event: StoredEvent) -> None:
         """Called by the hub for each live event of this job; never blocks."""
-        if event.id <= self._tail or self.finished:
+        event_id = event.id
+        if event_id <= self._tail or self.finished:
             return  # already have it
-        if not self._behind and not self._fetching and event.id == self._tail + 1:
+        if event_id == self._tail + 1 and not self._behind and not self._fetching:
             if len(self._queue) < self._max_buffered:
                 self._queue.append(event)
-                self._tail = event.id
+                self._tail = event_id
             else:
                 self._behind = True  # slow reader: it will re-read from the stream once it catches up
         elif len(self._early) < self._max_buffered:
-            self._early[event.id] = event  # spliced in after the gap before it is read from the stream
+            self._early[event_id] = event  # spliced in after the gap before it is read from the stream
             if not self._fetching:
                 self._behind = True
         else:
             self._early.clear()
             self._behind = True
-        self._wakeup.set()
+        self._wake()
 
     def mark_behind(self) -> None:
         """Live announcements may have been missed (the hub reconnected): re-read from the stream."""
         self._behind = True
-        self._wakeup.set()
+        self._wake()
+
+    def request_keepalive(self) -> None:
+        """The stream has been quiet: make `next_chunk` return b"" unless it has events to send."""
+        self._keepalive_due = True
+        self._wake()
 
     def close(self) -> None:
         self.closed = True
-        self._wakeup.set()
+        self._wake()
 
-    async def next_chunk(self, idle_timeout: float) -> bytes | None:
-        """Encoded events to send next; b"" after `idle_timeout` with nothing to send; None at the end."""
+    def _wake(self) -> None:
+        if (waiter := self._waiter) is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_chunk(self, idle_timeout: float | None = None) -> bytes | None:
+        """Encoded events to send next; None at the end.
+
+        b"" when a keep-alive was requested with nothing to send, or after `idle_timeout` seconds of
+        nothing. SSE streams pass no timeout: a per-wait timer for every event of every client was a
+        quarter of the web's CPU under fan-out, so one process-wide clock requests their keep-alives.
+        """
         while not self.finished and not self.closed:
             if self._queue:
                 return self._take_queued()
@@ -77,15 +95,24 @@ class Subscription:
                 if chunk:
                     return chunk
                 continue
-            self._wakeup.clear()
+            if self._keepalive_due:
+                self._keepalive_due = False
+                return b""
+            self._waiter = self._loop.create_future()
             try:
-                async with asyncio.timeout(idle_timeout):
-                    await self._wakeup.wait()
+                if idle_timeout is None:
+                    await self._waiter
+                else:
+                    async with asyncio.timeout(idle_timeout):
+                        await self._waiter
             except TimeoutError:
                 return b""
+            finally:
+                self._waiter = None
         return None
 
     def _take_queued(self) -> bytes:
+        self._keepalive_due = False  # events count as a sign of life
         parts: list[bytes] = []
         while self._queue:
             event = self._queue.popleft()

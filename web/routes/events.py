@@ -99,6 +99,7 @@ async def stream_events(
     return SubscriptionResponse(
         services.hub,
         subscription,
+        services.clock,
         on_close=slot.release,
         keepalive_s=settings.keepalive_s,
         retry_ms=settings.sse_retry_ms,
