@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -57,13 +57,13 @@ class Hub:
         self._ping_interval_s = ping_interval_s
         self._vanished_check_s = vanished_check_s
         self._channels: dict[bytes, _Channel] = {}
-        self._pubsub: PubSub | None = None
-        self._connected = asyncio.Event()
+        self._connection: AbstractConnection | None = None
         self._lock = asyncio.Lock()  # orders SUBSCRIBE/UNSUBSCRIBE against each other and reconnects
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.reconnects = 0
+        self._last_heard = 0.0
         self._closing = False
 
     @property
@@ -92,7 +92,7 @@ class Hub:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        await self._close_pubsub()
+        await self._close_connection()
 
     async def open(self, job_id: str, after: int) -> Subscription:
         """A subscription to `job_id`'s events after `after`, live from the moment this returns.
@@ -167,44 +167,50 @@ class Hub:
     async def _send(self, command: str, name: bytes) -> None:
         async with self._lock:
             wanted = name in self._channels
-            if (command == "subscribe") != wanted or self._pubsub is None or not self._connected.is_set():
+            connection = self._connection
+            if (command == "subscribe") != wanted or connection is None or not connection.is_connected:
                 return  # superseded, or the reader will (re)subscribe everything once connected
             try:
-                if command == "subscribe":
-                    await self._pubsub.subscribe(name)
-                else:
-                    await self._pubsub.unsubscribe(name)
+                await connection.send_command(command.upper(), name)
             except (RedisError, OSError) as exc:
                 logger.warning("hub: %s %s failed: %s", command, name.decode(), exc)
 
-    async def _close_pubsub(self) -> None:
-        self._connected.clear()
-        if self._pubsub is not None:
-            pubsub, self._pubsub = self._pubsub, None
+    async def _close_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
             try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await connection.disconnect(nowait=True)
             except (RedisError, OSError):
                 pass
 
-    async def _connect(self) -> PubSub:
+    async def _connect(self) -> AbstractConnection:
+        """A connection of the hub's own, outside the command pool, in subscriber mode.
+
+        Built from the pool's settings (URL, credentials, TLS, client name) but read directly rather than
+        through redis-py's `PubSub`, whose per-message `get_message()` (health check, retry wrapper,
+        timeout, a dict per message) cost more than the fan-out it fed. Without a socket timeout: the
+        pings below tell a silent connection from a quiet one.
+        """
+        pool = self._redis.connection_pool
+        connection: AbstractConnection = pool.connection_class(
+            **{**pool.connection_kwargs, "socket_timeout": None, "health_check_interval": 0}
+        )
         async with self._lock:
-            pubsub = self._redis.pubsub()
-            await pubsub.connect()  # type: ignore[no-untyped-call]
-            self._pubsub = pubsub
-            self._connected.set()
+            await connection.connect()  # type: ignore[no-untyped-call]
+            self._connection = connection
             for channel in self._channels.values():
                 channel.ready.clear()
             if self._channels:
-                await pubsub.subscribe(*self._channels)
-            return pubsub
+                await connection.send_command("SUBSCRIBE", *self._channels)
+            return connection
 
     async def _read_forever(self) -> None:
         backoff = 0.05
         while True:
             try:
-                pubsub = await self._connect()
+                connection = await self._connect()
                 backoff = 0.05
-                await self._listen(pubsub)
+                await self._listen(connection)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -212,53 +218,67 @@ class Hub:
                 logger.warning("hub: Redis pub/sub connection lost (%s); reconnecting", exc)
             except Exception:
                 logger.exception("hub: unexpected error; reconnecting")
-            await self._close_pubsub()
+            await self._close_connection()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
-    async def _listen(self, pubsub: PubSub) -> None:
-        """Dispatch messages until the connection fails or goes silent.
+    async def _listen(self, connection: AbstractConnection) -> None:
+        """Dispatch replies until the connection fails or goes silent.
 
         A connection can die without being closed (a NAT entry dropped, a network partition): reads then
-        simply time out, and every stream would wait for ever while keep-alives hide it from clients. So
-        the hub pings, and a connection that has said nothing for two ping intervals counts as lost.
+        simply wait, and every stream would wait for ever while keep-alives hide it from clients. So the
+        hub pings, and a connection that has said nothing for two ping intervals counts as lost.
         """
         loop = asyncio.get_running_loop()
-        last_heard = last_ping = loop.time()
-        while True:
-            message = await pubsub.get_message(timeout=min(1.0, self._ping_interval_s))
-            now = loop.time()
-            if message is not None:
-                last_heard = now
-                self._dispatch(message)
-            elif now - last_heard > 2 * self._ping_interval_s:
-                raise RedisConnectionError(f"no answer from Redis for {now - last_heard:.1f} s")
-            if now - last_ping >= self._ping_interval_s:
-                await pubsub.ping(_PING)
-                last_ping = now
+        self._last_heard = loop.time()
+        reader = asyncio.ensure_future(self._read_replies(connection))
+        try:
+            while True:
+                await asyncio.wait({reader}, timeout=self._ping_interval_s)
+                if reader.done():
+                    reader.result()  # raises what ended it
+                    return
+                silent_s = loop.time() - self._last_heard
+                if silent_s > 2 * self._ping_interval_s:
+                    raise RedisConnectionError(f"no answer from Redis for {silent_s:.1f} s")
+                await connection.send_command("PING", _PING)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        name: bytes = message["channel"]
-        channel = self._channels.get(name)
-        if kind == "message":
+    async def _read_replies(self, connection: AbstractConnection) -> None:
+        """Each call returns a reply already parsed and buffered when there is one: one socket read
+        brings many messages, and they are dispatched without waiting on the socket again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            reply = await connection.read_response()
+            self._last_heard = loop.time()
+            self._dispatch(reply)
+
+    def _dispatch(self, reply: Any) -> None:
+        """One subscriber-mode reply: `[kind, channel, payload]`, or `[b"pong", message]`."""
+        kind: bytes = reply[0]
+        if kind == b"message":
+            channel = self._channels.get(reply[1])
             if channel is None:
                 return
             try:
-                event = from_live_message(message["data"])
+                event = from_live_message(reply[2])
             except (ValueError, UnicodeDecodeError):
-                logger.warning("hub: ignoring a malformed message on %s", name.decode(errors="replace"))
+                logger.warning("hub: ignoring a malformed message on %s", reply[1].decode(errors="replace"))
                 return
             for subscription in channel.subscriptions:
                 subscription.offer(event)
-        elif kind == "subscribe":
+        elif kind == b"subscribe":
+            channel = self._channels.get(reply[1])
             if channel is None:
                 return
             channel.ready.set()
             for subscription in channel.subscriptions:
                 subscription.mark_behind()  # whatever was published before this point is in the stream
-        elif kind == "unsubscribe" and channel is not None:
+        elif kind == b"unsubscribe" and reply[1] in self._channels:
             # A subscriber arrived while the unsubscribe was in flight: subscribe again.
+            name: bytes = reply[1]
             task = asyncio.create_task(self._send("subscribe", name))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
