@@ -4,6 +4,8 @@ A plain ASGI middleware rather than Starlette's `BaseHTTPMiddleware`, which woul
 event streams passing through it.
 """
 
+from collections.abc import Awaitable
+
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,11 +28,13 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: Message) -> None:
+        # A plain function handing back the inner send's awaitable, not a coroutine of its own: an event
+        # stream calls this once per event per client, and a coroutine frame each time shows in profiles.
+        def send_with_headers(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in HEADERS.items():
                     headers.setdefault(name, value)
-            await send(message)
+            return send(message)
 
         await self.app(scope, receive, send_with_headers)
