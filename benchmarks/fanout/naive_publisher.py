@@ -19,9 +19,11 @@ from benchmarks.fanout.naive_app import channel, state_key
 
 async def run_job(redis: Redis, job_id: str, steps: int, interval_s: float, start_delay_s: float) -> None:
     await asyncio.sleep(start_delay_s)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     for step in range(1, steps + 1):
-        if step > 1:
-            await asyncio.sleep(interval_s)
+        if step > 1:  # on a timetable, as the `simulate` task does
+            await asyncio.sleep(max(0.0, started + (step - 1) * interval_s - loop.time()))
         progress = 100 * step / steps
         message = f"step {step}/{steps}"
         update = {

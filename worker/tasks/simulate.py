@@ -14,9 +14,14 @@ class SimulatedFailure(RuntimeError):
 async def simulate(ctx: dict[str, Any], params: SimulateParams) -> dict[str, int]:
     if params.start_delay_ms:
         await asyncio.sleep(params.start_delay_ms / 1000)
+    # Steps keep to a timetable (step k at start + (k-1) * interval) rather than sleeping a full interval
+    # after each report: a slow publish then shortens the next wait instead of slowing the whole job, so
+    # `steps` and `interval_ms` say what load it offers.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     for step in range(1, params.steps + 1):
         if step > 1 and params.interval_ms:
-            await asyncio.sleep(params.interval_ms / 1000)
+            await asyncio.sleep(max(0.0, started + (step - 1) * params.interval_ms / 1000 - loop.time()))
         if params.fail_at == step:
             raise SimulatedFailure(f"simulated failure at step {step} of {params.steps}")
         message = f"step {step}/{params.steps}"
