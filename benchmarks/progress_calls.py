@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.progress_calls --calls 1000000 --uncoalesced 20000
 
-Starts a private redis-server and drives one job's `ProgressReporter` the way a task does, twice:
+Starts a private redis-server and drives one job's `ProgressReporter` the way a task does, through the
+worker's own Redis client (`worker.redis_pool.worker_redis`: its pool and retries), twice:
 `--calls` updates as fast as the loop goes with the default 100 ms coalescing window, then
 `--uncoalesced` updates with coalescing off (every update published). Prints wall and CPU time per
 call, the events written, and the Redis round trips per published update (append-script calls, from
@@ -21,6 +22,7 @@ from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
 from stack.redis_server import RedisServer
 from worker.progress import REPORTER_KEY, ProgressReporter, progress
+from worker.redis_pool import worker_redis
 
 
 async def script_calls(redis: Redis) -> int:
@@ -62,9 +64,9 @@ HEADER = f"{'window':>11} {'calls':>10} {'µs wall':>9} {'µs CPU':>9} {'events'
 
 async def main(args: argparse.Namespace) -> None:
     with RedisServer() as server:
-        redis = Redis.from_url(server.url)
+        settings = Settings(redis_url=server.url)
+        redis = worker_redis(settings)
         try:
-            settings = Settings(redis_url=server.url)
             rows = [HEADER, await run(redis, settings, args.calls, 0.1)]
             rows.append(await run(redis, settings, args.uncoalesced, 0.0))
         finally:
