@@ -10,6 +10,7 @@ So the state never disagrees with the history, nothing is appended after a termi
 subscriber that reads the stream and then listens live sees each event exactly once.
 """
 
+import itertools
 import json
 import secrets
 import time
@@ -22,7 +23,7 @@ from redis.asyncio import Redis
 
 from jobpulse import keys
 from jobpulse.events import StoredEvent, event_id_from_entry, from_stream_entry
-from jobpulse.models import JobView, LostEvent, ProgressEvent, StatusEvent, epoch_to_datetime
+from jobpulse.models import JobView, LostEvent, StatusEvent, epoch_to_datetime, progress_event_json
 from jobpulse.settings import Settings
 from jobpulse.sse import encode_event
 from jobpulse.status import EventType, JobStatus
@@ -178,6 +179,10 @@ class JobStore:
         self._retention_s = settings.retention_s
         self._active_ttl_s = settings.active_ttl_s
         self._append = redis.register_script(_APPEND)
+        # Write ids are this store's random name and a count: unique per write, and cheaper than fresh
+        # random bytes for each.
+        self._writer = secrets.token_hex(8)
+        self._writes = itertools.count(1)
 
     @property
     def redis(self) -> "Redis":
@@ -190,7 +195,7 @@ class JobStore:
         *,
         mode: str,
         event_type: EventType,
-        data: str,
+        data: str | bytes,
         final: bool,
         fields: Mapping[str, object],
         expect_attempt: int | None = None,
@@ -202,7 +207,7 @@ class JobStore:
         reply was lost, the retry carries the same `write_id` and the script answers the event id it wrote
         rather than appending the event a second time.
         """
-        args: list[str] = [
+        args: list[str | bytes] = [
             mode,
             keys.live_channel(job_id),
             event_type.value,
@@ -211,7 +216,7 @@ class JobStore:
             "" if expect_attempt is None else str(expect_attempt),
             str(self._maxlen),
             str(self._retention_s if final else self._active_ttl_s),
-            write_id or secrets.token_hex(8),
+            write_id or f"{self._writer}-{next(self._writes)}",
         ]
         for name, value in fields.items():
             args += [name, _field(value)]
@@ -315,20 +320,15 @@ class JobStore:
         ts: float | None = None,
     ) -> int:
         """Append a progress event for `attempt` and update the state; returns the event id."""
-        event = ProgressEvent(
-            job_id=job_id,
-            ts=time.time() if ts is None else ts,
-            progress=progress,
-            message=message,
-            current=current,
-            total=total,
+        data = progress_event_json(
+            job_id, time.time() if ts is None else ts, progress, message, current, total
         )
         fields = {"progress": progress, "message": message, "current": current, "total": total}
         return await self._run(
             job_id,
             mode="append",
             event_type=EventType.PROGRESS,
-            data=event.model_dump_json(exclude_none=True),
+            data=data,
             final=False,
             fields=fields,
             expect_attempt=attempt,

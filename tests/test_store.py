@@ -1,15 +1,18 @@
 """The atomic job store: numbering, guards, trimming and expiry, on a real Redis."""
 
 import json
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from jobpulse import keys
 from jobpulse.ids import new_job_id
+from jobpulse.models import ProgressEvent
 from jobpulse.settings import Settings
 from jobpulse.status import EventType, JobStatus
 from jobpulse.store import JobAlreadyFinished, JobNotFound, JobStore, JobStoreError, StaleAttempt
+from worker.redis_pool import worker_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -114,3 +117,42 @@ async def test_a_retried_append_is_written_once(redis: Redis, settings: Settings
     await store.create(other, "simulate", {})
     ids = [await store.set_progress(other, attempt=0, progress=5) for _ in range(2)]
     assert ids == [2, 3]
+
+
+async def test_progress_is_stored_and_announced_as_the_model_writes_it(
+    redis: Redis, settings: Settings
+) -> None:
+    """The worker writes progress JSON without building the model, through its own client: same bytes."""
+    client = worker_redis(settings)
+    store = JobStore(client, settings)
+    job_id = new_job_id()
+    await store.create(job_id, "simulate", {})
+    await store.set_status(job_id, JobStatus.RUNNING, attempt=1)
+    pubsub = redis.pubsub()
+    try:
+        await pubsub.subscribe(keys.live_channel(job_id))
+        confirmation = await pubsub.get_message(timeout=5)
+        assert confirmation is not None and confirmation["type"] == "subscribe"
+        updates: list[dict[str, Any]] = [
+            {
+                "progress": 12.5,
+                "message": 'é ✓ "quoted"\n',
+                "current": 1,
+                "total": 8,
+                "ts": 1_700_000_000.123456,
+            },
+            {"progress": 40, "ts": 1_700_000_001},  # whole numbers, as the model writes them: 40.0
+            {"progress": 0.00001, "message": "", "current": 0, "ts": 1e-05},
+        ]
+        for update in updates:
+            event_id = await store.set_progress(job_id, attempt=1, **update)
+            expected = ProgressEvent(job_id=job_id, **update).model_dump_json(exclude_none=True).encode()
+            entry = await redis.xrange(keys.events_key(job_id), min=f"0-{event_id}", max=f"0-{event_id}")
+            assert entry == [
+                (f"0-{event_id}".encode(), {b"type": b"progress", b"data": expected, b"final": b"0"})
+            ]
+            live = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+            assert live is not None and live["data"] == b"%d\nprogress\n0\n%b" % (event_id, expected)
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        await client.aclose()
