@@ -7,6 +7,8 @@ import anyio
 import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError
 
 from jobpulse import queue_codec
 from jobpulse.ids import new_job_id
@@ -14,7 +16,7 @@ from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
 from tests.conftest import WorkerProcess
-from worker.redis_pool import WORKER_CLIENT_NAME, worker_redis
+from worker.redis_pool import WORKER_CLIENT_NAME, HiredisPackingConnection, worker_redis
 
 pytestmark = pytest.mark.anyio
 
@@ -45,6 +47,27 @@ class PeakConnections:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self.peak = max(self.peak, await worker_connections(self._redis))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVALSHA", "0" * 40, 2, "k1", "k2", "append", "progress", '{"m":"é ✓\\n"}', "", 10_000, 1.5),
+        ("SET", b"key", memoryview(b"value"), -3, 0.1 + 0.2, 1e-05, 10**20),
+        ("CONFIG GET", "maxmemory"),  # a command of two words
+        ("SET", "big", "x" * 100_000),  # the Python packer sends it in pieces
+    ],
+)
+def test_hiredis_packs_the_bytes_redis_py_packs(command: tuple[Any, ...]) -> None:
+    ours, theirs = HiredisPackingConnection(), Connection()
+    assert b"".join(ours.pack_command(*command)) == b"".join(bytes(c) for c in theirs.pack_command(*command))
+
+
+@pytest.mark.parametrize("bad", [None, True, object()])
+def test_hiredis_packing_refuses_what_redis_py_refuses(bad: object) -> None:
+    for connection in (HiredisPackingConnection(), Connection()):
+        with pytest.raises(DataError):
+            connection.pack_command("SET", "key", bad)  # type: ignore[arg-type]
 
 
 async def test_concurrent_store_writes_share_the_pool(redis: Redis, settings: Settings) -> None:

@@ -15,11 +15,13 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio import BlockingConnectionPool
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT
 
 from jobpulse import queue_codec
 from jobpulse.settings import Settings
@@ -29,6 +31,22 @@ WORKER_CLIENT_NAME = "jobpulse-worker"
 
 _BACKOFF_CAP_S = 1.0
 _FIRST_BACKOFF_S = 0.05
+
+
+class HiredisPackingConnection(Connection):
+    """Packs commands with hiredis, as redis-py's synchronous client already does when hiredis is there.
+
+    redis-py's asyncio connection packs them in Python, about 13 µs for the 22 arguments of a progress
+    update on our 2-core machine; hiredis writes the same bytes in about 2 µs. Text goes out as UTF-8,
+    the pools' encoding.
+    """
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        # redis-py annotates each argument as a list; it takes what the Python packer takes.
+        packed: list[bytes] = self._packer.pack(*args)  # type: ignore[arg-type]
+        return packed
 
 
 class ReconnectingPool(BlockingConnectionPool):
@@ -59,6 +77,7 @@ def worker_redis(settings: Settings) -> ArqRedis:
         reconnect_s=settings.redis_reconnect_s,
         max_connections=settings.worker_redis_pool_size,
         timeout=None,  # wait as long as it takes: a connection is held for one command or transaction
+        connection_class=HiredisPackingConnection,  # a rediss:// or unix:// URL picks its own class
         client_name=WORKER_CLIENT_NAME,
         retry=Retry(ExponentialBackoff(cap=_BACKOFF_CAP_S, base=_FIRST_BACKOFF_S), retries=retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
