@@ -1,7 +1,8 @@
 """The access checks and per-client limits, as FastAPI dependencies routes declare.
 
 They run before anything else a route does, so a caller without access cannot learn whether a job
-exists, and a refused submission costs one Redis command at most.
+exists, and a refused submission costs one Redis command at most. They are coroutines although they
+never wait: FastAPI runs a plain `def` dependency in a worker thread (see `web.deps`).
 """
 
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
 from web.access import AccessPolicy, Caller
-from web.deps import get_services
+from web.deps import services_of
 from web.errors import ERROR_BODY, BadRequest
 from web.job_tokens import TokenCheck
 
@@ -39,14 +40,14 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def get_access(request: Request) -> AccessPolicy:
-    return get_services(request).access
+async def get_access(request: Request) -> AccessPolicy:
+    return services_of(request).access
 
 
 AccessDep = Annotated[AccessPolicy, Depends(get_access)]
 
 
-def key_holder(request: Request, credentials: BearerDep, access: AccessDep) -> Caller:
+async def key_holder(request: Request, credentials: BearerDep, access: AccessDep) -> Caller:
     """The caller of an endpoint that changes things; with keys on, one of them is required."""
     if not access.enabled:
         return Caller(f"ip:{_address(request)}")
@@ -58,7 +59,7 @@ def key_holder(request: Request, credentials: BearerDep, access: AccessDep) -> C
     return Caller(f"key:{key_id}")
 
 
-def job_reader(
+async def job_reader(
     job_id: str, request: Request, credentials: BearerDep, token: TokenQueryDep, access: AccessDep
 ) -> Caller:
     """The caller reading `job_id`; with keys on, an API key or that job's token is required."""
@@ -88,7 +89,7 @@ JobReaderDep = Annotated[Caller, Depends(job_reader)]
 
 async def submitter(request: Request, caller: KeyHolderDep) -> Caller:
     """A key holder (when keys are on) within their submission rate."""
-    await get_services(request).submissions.admit(caller.identity)
+    await services_of(request).submissions.admit(caller.identity)
     return caller
 
 
