@@ -5,13 +5,20 @@ import json
 import random
 import socket
 import time
+from typing import Annotated
 
 import anyio
 import pytest
+from fastapi import Header, Query, Response
+from fastapi.routing import APIRoute
+from pydantic import SecretStr
 
 from jobpulse import keys
 from tests.conftest import Stack, StackFactory
 from tests.sse import Event, ids, read_events
+from web.deps import ServicesDep
+from web.guards import JobReaderDep
+from web.routes.events import StreamRoute, stream_events
 from web.services import WEB_CLIENT_NAME
 
 pytestmark = pytest.mark.anyio
@@ -328,3 +335,88 @@ async def test_streams_of_a_job_gone_from_redis_end_instead_of_idling_for_ever(
     await anyio.sleep(0.5)  # several checks later, the existing job's stream is still open
     assert not kept_stream.is_closed and stack.web.services.hub.subscription_count == 1
     await kept_stream.aclose()
+
+
+async def _answer(
+    stack: Stack, method: str, url: str, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (but the date) and the body, or for a stream its opening bytes."""
+    async with stack.client.stream(method, url, headers=headers) as response:
+        with anyio.fail_after(5):
+            if response.status_code == 200:
+                body = await response.aiter_bytes().__anext__()
+            else:
+                body = await response.aread()
+    kept = {name: value for name, value in response.headers.items() if name != "date"}
+    return response.status_code, kept, body
+
+
+async def test_the_stream_route_answers_as_fastapis_dependency_solving_would(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`StreamRoute` serves the stream without FastAPI's dependency solving: same answer to every request.
+
+    Each request is sent twice, once as served and once through FastAPI's own `APIRoute.handle` (its
+    request wrapper, dependency solving and route-level exception handling), keys and tokens on.
+    """
+    key = "key-for-tests-0123456789"
+    stack = await make_stack(
+        with_worker=False, api_keys=(SecretStr(key),), token_secret=SecretStr("s" * 32), token_ttl_s=600
+    )
+    stack.client.headers["Authorization"] = f"Bearer {key}"
+    queued, other, ended = [(await stack.submit(steps=1, interval_ms=0)) for _ in range(3)]
+    assert (await stack.client.delete(f"/jobs/{ended['id']}")).status_code == 200
+    del stack.client.headers["Authorization"]
+    token, other_token = queued["token"], other["token"]
+    path = f"/jobs/{queued['id']}/events"
+    requests: list[tuple[str, str, dict[str, str]]] = [
+        ("GET", path, {}),
+        ("GET", path, {"Authorization": f"Basic {key}"}),
+        ("GET", path, {"Authorization": "Bearer"}),
+        ("GET", path, {"Authorization": "Bearer wrong"}),
+        ("GET", path, {"Authorization": f"bEaReR {key}"}),
+        ("GET", path, {"Authorization": f"Bearer {other_token}"}),
+        ("GET", f"{path}?token={token}", {}),
+        ("GET", f"{path}?token=", {}),
+        ("GET", f"{path}?token=bad&token={token}", {}),
+        ("GET", f"{path}?token={token}&token=bad", {}),
+        ("GET", f"{path}?token={other_token}", {"Authorization": f"Bearer {token}"}),
+        ("GET", f"{path}?token={token}&last_event_id=1", {"Last-Event-ID": ""}),
+        ("GET", f"{path}?token={token}&last_event_id=x", {"Last-Event-ID": "1"}),
+        ("GET", f"{path}?token={token}&last_event_id=1", {}),
+        ("GET", f"{path}?token={token}&last_event_id=%201%20", {}),
+        ("GET", f"{path}?token={token}", {"Last-Event-ID": "abc"}),
+        ("GET", f"{path}?token={token}", {"Last-Event-ID": "99"}),
+        ("GET", f"/jobs/{ended['id']}/events", {"Authorization": f"Bearer {key}", "Last-Event-ID": "2"}),
+        ("GET", f"/jobs/{ended['id']}/events", {"Authorization": f"Bearer {key}"}),
+        ("GET", "/jobs/not-an-id/events", {"Authorization": f"Bearer {key}"}),
+        ("GET", "/jobs/AAAAAAAAAAAAAAAAAAAAAA/events", {"Authorization": f"Bearer {key}"}),
+        ("GET", "/jobs/AAAAAAAAAAAAAAAAAAAAAA/events", {}),
+        ("POST", f"{path}?token={token}", {}),
+        ("HEAD", f"{path}?token={token}", {}),
+        ("DELETE", path, {"Authorization": f"Bearer {key}"}),
+    ]
+    served = [await _answer(stack, *request) for request in requests]
+    monkeypatch.setattr(StreamRoute, "handle", APIRoute.handle)
+    solved = [await _answer(stack, *request) for request in requests]
+    for request, ours, fastapis in zip(requests, served, solved, strict=True):
+        assert ours == fastapis, request
+    assert {status for status, _, _ in served} == {200, 204, 400, 401, 404, 405}
+
+
+def test_the_stream_route_refuses_an_endpoint_it_would_serve_wrongly() -> None:
+    """A parameter added to `stream_events` and not to `StreamRoute`'s `_serve` fails at import, not later."""
+
+    async def with_one_more(
+        job_id: str,
+        caller: JobReaderDep,
+        services: ServicesDep,
+        last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+        last_event_id: Annotated[str | None, Query()] = None,
+        since: Annotated[str | None, Query()] = None,
+    ) -> Response:
+        raise AssertionError
+
+    StreamRoute("/jobs/{job_id}/events", stream_events, methods=["GET"])
+    with pytest.raises(RuntimeError, match="update `_serve`"):
+        StreamRoute("/jobs/{job_id}/events", with_one_more, methods=["GET"])
