@@ -7,6 +7,8 @@
 Scenarios (each starts its own private redis-server, web process and worker/publisher, then stops them):
 
 - ceiling: uvicorn streaming a pre-encoded event as fast as clients read (StreamingResponse; bare ASGI).
+  For fanout, fanout-light and hot, the `floor` system is the same paced fan-out done by a bare ASGI
+  endpoint with no Redis at all (`ceiling_app.paced_app`): the least any design pays per delivery.
 - fanout: `--jobs` simulate jobs x `--watchers` SSE clients each, `--steps` updates `--interval-ms` apart.
 - fanout-light: the same at `--light-interval-ms`, so the offered load is about 20k deliveries/s.
 - hot: one job x `--hot-watchers` clients: web CPU per published update, latency.
@@ -76,6 +78,11 @@ def run_streams(
         "connect_concurrency": args.connect_concurrency,
         "timeout_s": args.timeout_s,
     }
+    if system == "floor":
+        with ceiling_stack("paced_app") as stack:
+            query = f"steps={steps}&interval_ms={interval_ms}&delay_ms={args.start_delay_ms}"
+            paths = [f"/paced/{job}?{query}" for job in range(jobs) for _ in range(watchers)]
+            return drive(stack, Drive(paths=paths, **common))
     if system == "jobpulse":
         with jobpulse_stack(max_jobs=jobs + 10, with_worker=True) as stack:
             params = {"steps": steps, "interval_ms": interval_ms, "start_delay_ms": args.start_delay_ms}
@@ -203,7 +210,11 @@ def targets(scenario: str, results: list[Figures], ceiling: list[Figures]) -> li
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fanout", description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"], help="repeatable")
-    parser.add_argument("--systems", default="jobpulse,naive", help="comma-separated: jobpulse,naive")
+    parser.add_argument(
+        "--systems",
+        default="jobpulse,naive,floor",
+        help="comma-separated: jobpulse,naive,floor (not for idle)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, jobpulse only, exit 1 on loss")
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--watchers", type=int, default=20, help="per job")
@@ -239,6 +250,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_scenario(args: argparse.Namespace, scenario: str, ceiling: list[Figures]) -> list[Figures]:
     results: list[Figures] = []
     for system in args.system_list:
+        if scenario == "idle" and system == "floor":
+            continue  # the floor is for paced updates; an idle stream costs it next to nothing
         if scenario == "idle":
             run = run_idle(args, system)
         elif scenario == "hot":
