@@ -16,6 +16,7 @@ from typing import IO, Any, TypeVar
 import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from jobpulse.uploads import UploadNotStored, display_name
 from web.errors import BadRequest
@@ -26,6 +27,12 @@ FIELD = "file"
 _WRITE_BATCH = 1024 * 1024  # bytes gathered before one write in a worker thread
 # Room for the multipart envelope around the file when judging a declared Content-Length.
 _ENVELOPE_ALLOWANCE = 64 * 1024
+# A refused upload's unread body is read and dropped when at most this much of it is left (and arrives
+# within the time below): a socket closed with unread bytes answers with a reset, and a client still
+# sending its body (curl, httpx, most libraries write it all before reading) then never sees the 413.
+# Past it the connection is cut as before, rather than taking in a large upload only to drop it.
+_DRAIN_BYTES = 1024 * 1024
+_DRAIN_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -149,18 +156,26 @@ async def receive_upload(
     propagates: a refused upload leaves nothing behind.
     """
     boundary, charset = multipart_boundary(content_type)
-    if declared_length and declared_length.isdigit() and int(declared_length) > limit + _ENVELOPE_ALLOWANCE:
+    declared = int(declared_length) if declared_length and declared_length.isdigit() else None
+    if declared is not None and declared > limit + _ENVELOPE_ALLOWANCE:
+        await _drain(chunks, declared)
         raise too_large(limit)
     writer = _FilePartWriter(charset, limit)
     parser = MultipartParser(boundary, writer.callbacks())  # type: ignore[arg-type]
     out: IO[bytes] | None = None
     try:
         out = await _storing(_create_exclusive, dest)
+        received = 0
         async for chunk in chunks:
+            received += len(chunk)
             try:
                 parser.write(chunk)
             except FormParserError as exc:
                 raise BadRequest(400, f"The multipart body is malformed: {exc}") from None
+            except BadRequest as exc:
+                if exc.status == 413:
+                    await _drain(chunks, None if declared is None else declared - received)
+                raise
             if len(writer.pending) >= _WRITE_BATCH:
                 await _storing(_flush, writer, out)
         try:
@@ -180,6 +195,18 @@ async def receive_upload(
             with contextlib.suppress(OSError):  # never there, or the directory itself is the problem
                 await anyio.to_thread.run_sync(os.unlink, dest)
         raise
+
+
+async def _drain(chunks: AsyncIterator[bytes], left: int | None) -> None:
+    """Read and drop the rest of a refused body if `left` (None: not known) is small: see `_DRAIN_BYTES`."""
+    if left is not None and left > _DRAIN_BYTES:
+        return
+    dropped = 0
+    with anyio.move_on_after(_DRAIN_S), contextlib.suppress(ClientDisconnect):
+        async for chunk in chunks:
+            dropped += len(chunk)
+            if dropped > _DRAIN_BYTES:
+                return
 
 
 async def _storing(operation: Callable[..., T], *args: Any) -> T:
