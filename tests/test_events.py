@@ -9,7 +9,7 @@ from typing import Annotated
 
 import anyio
 import pytest
-from fastapi import Header, Query, Response
+from fastapi import FastAPI, Header, Query, Response
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
@@ -20,6 +20,7 @@ from web.deps import ServicesDep
 from web.guards import JobReaderDep
 from web.routes.events import StreamRoute, stream_events
 from web.services import WEB_CLIENT_NAME
+from web.stream_lane import JobpulseApp
 
 pytestmark = pytest.mark.anyio
 
@@ -351,17 +352,24 @@ async def _answer(
     return response.status_code, kept, body
 
 
-async def test_the_stream_route_answers_as_fastapis_dependency_solving_would(
+async def test_the_stream_lane_and_route_answer_as_fastapis_router_and_dependency_solving_would(
     make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`StreamRoute` serves the stream without FastAPI's dependency solving: same answer to every request.
+    """Streams skip FastAPI's router (`JobpulseApp`'s lane) and dependency solving (`StreamRoute`): same
+    answer to every request.
 
-    Each request is sent twice, once as served and once through FastAPI's own `APIRoute.handle` (its
-    request wrapper, dependency solving and route-level exception handling), keys and tokens on.
+    Each request is sent twice, once as served and once through FastAPI's own router, middleware stack
+    and `APIRoute.handle` (its request wrapper, dependency solving and route-level exception handling),
+    keys, tokens and CORS on.
     """
     key = "key-for-tests-0123456789"
+    origin = "http://app.example"
     stack = await make_stack(
-        with_worker=False, api_keys=(SecretStr(key),), token_secret=SecretStr("s" * 32), token_ttl_s=600
+        with_worker=False,
+        api_keys=(SecretStr(key),),
+        token_secret=SecretStr("s" * 32),
+        token_ttl_s=600,
+        cors_origins=(origin,),
     )
     stack.client.headers["Authorization"] = f"Bearer {key}"
     queued, other, ended = [(await stack.submit(steps=1, interval_ms=0)) for _ in range(3)]
@@ -377,6 +385,10 @@ async def test_the_stream_route_answers_as_fastapis_dependency_solving_would(
         ("GET", path, {"Authorization": f"bEaReR {key}"}),
         ("GET", path, {"Authorization": f"Bearer {other_token}"}),
         ("GET", f"{path}?token={token}", {}),
+        ("GET", f"{path}?token={token}", {"Origin": origin}),
+        ("GET", f"{path}?token={token}", {"Origin": "http://elsewhere.example"}),
+        ("GET", path, {"Origin": origin}),
+        ("GET", f"/jobs/{queued['id']}/events/?token={token}", {}),
         ("GET", f"{path}?token=", {}),
         ("GET", f"{path}?token=bad&token={token}", {}),
         ("GET", f"{path}?token={token}&token=bad", {}),
@@ -397,11 +409,15 @@ async def test_the_stream_route_answers_as_fastapis_dependency_solving_would(
         ("DELETE", path, {"Authorization": f"Bearer {key}"}),
     ]
     served = [await _answer(stack, *request) for request in requests]
+    monkeypatch.setattr(JobpulseApp, "__call__", FastAPI.__call__)
     monkeypatch.setattr(StreamRoute, "handle", APIRoute.handle)
     solved = [await _answer(stack, *request) for request in requests]
     for request, ours, fastapis in zip(requests, served, solved, strict=True):
         assert ours == fastapis, request
-    assert {status for status, _, _ in served} == {200, 204, 400, 401, 404, 405}
+    assert {status for status, _, _ in served} == {200, 204, 307, 400, 401, 404, 405}
+    assert served[requests.index(("GET", f"{path}?token={token}", {"Origin": origin}))][1][
+        "access-control-allow-origin"
+    ] == origin
 
 
 def test_the_stream_route_refuses_an_endpoint_it_would_serve_wrongly() -> None:

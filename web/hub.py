@@ -112,8 +112,9 @@ class Hub:
         else:
             channel.subscriptions.add(subscription)
         try:
-            async with asyncio.timeout(self._subscribe_timeout_s):
-                await channel.ready.wait()
+            if not channel.ready.is_set():  # only a job's first watcher waits for Redis to confirm
+                async with asyncio.timeout(self._subscribe_timeout_s):
+                    await channel.ready.wait()
         except TimeoutError:
             self.release(subscription)
             raise HubUnavailable("Redis did not confirm the subscription in time") from None

@@ -8,7 +8,6 @@ Memory per client is therefore bounded, a slow client never holds anyone else up
 """
 
 import asyncio
-from collections import deque
 from typing import Protocol
 
 from jobpulse.events import StoredEvent
@@ -30,7 +29,7 @@ class Subscription:
         self._source = source
         self._max_buffered = max_buffered
         self._fetch_batch = min(_FETCH_BATCH, max_buffered)
-        self._queue: deque[StoredEvent] = deque()
+        self._queue: list[StoredEvent] = []  # short, and an empty deque would be 624 bytes per client
         self._tail = after  # id of the newest event handed out or queued
         self._early: dict[int, StoredEvent] = {}  # live events that arrived ahead of a gap being filled
         self._behind = True  # the stream may hold events after `_tail` that are not queued
@@ -114,13 +113,12 @@ class Subscription:
     def _take_queued(self) -> bytes:
         self._keepalive_due = False  # events count as a sign of life
         parts: list[bytes] = []
-        while self._queue:
-            event = self._queue.popleft()
+        for event in self._queue:
             parts.append(event.sse)
             if event.final:
                 self.finished = True
-                self._queue.clear()
                 break
+        self._queue.clear()
         return parts[0] if len(parts) == 1 else b"".join(parts)  # one event: the hub's shared bytes
 
     async def _catch_up(self) -> bytes:
