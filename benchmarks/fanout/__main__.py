@@ -12,6 +12,8 @@ Scenarios (each starts its own private redis-server, web process and worker/publ
 - fanout: `--jobs` simulate jobs x `--watchers` SSE clients each, `--steps` updates `--interval-ms` apart.
 - fanout-light: the same at `--light-interval-ms`, so the offered load is about 20k deliveries/s.
 - hot: one job x `--hot-watchers` clients: web CPU per published update, latency.
+- slow: one job x `--slow-readers` clients, run twice: alone, then with `--slow-stalled` more clients that
+  stop reading after the response head: what they cost the web's memory, and whether the readers notice.
 - idle: `--idle-watchers` streams held open on one web process over `--idle-jobs` queued jobs.
 
 The load generator is a separate process (`--generators` of them) on raw sockets; its CPU is reported
@@ -26,10 +28,12 @@ import sys
 import time
 import uuid
 
+from benchmarks.fanout.ceiling_app import EVENT as CEILING_EVENT
 from benchmarks.fanout.procs import raise_nofile
 from benchmarks.fanout.report import (
     CEILING_ROWS,
     IDLE_ROWS,
+    SLOW_ROWS,
     STREAM_ROWS,
     Figures,
     check,
@@ -48,7 +52,7 @@ from benchmarks.fanout.runner import (
     submit_simulate_jobs,
 )
 
-SCENARIOS = ("ceiling", "fanout", "fanout-light", "hot", "idle")
+SCENARIOS = ("ceiling", "fanout", "fanout-light", "hot", "slow", "idle")
 
 
 def say(text: str) -> None:
@@ -97,6 +101,30 @@ def run_streams(
             start_naive_publisher(stack, ids, steps, interval_ms, delay_ms=args.naive_start_delay_ms)
 
         return drive(stack, Drive(paths=paths, on_ready=publish, **common))
+
+
+def run_slow(args: argparse.Namespace, stalled: int) -> Run:
+    readers, steps, interval_ms = args.slow_readers, args.slow_steps, args.slow_interval_ms
+    with jobpulse_stack(max_jobs=10, with_worker=True) as stack:
+        params = {"steps": steps, "interval_ms": interval_ms, "start_delay_ms": args.start_delay_ms}
+        (job_id,) = submit_simulate_jobs(stack, 1, params)
+        path = f"/jobs/{job_id}/events"
+        plan = Drive(
+            scenario="slow",
+            system=f"jobpulse, {stalled} stalled" if stalled else "jobpulse, none stalled",
+            jobs=1,
+            watchers=readers,
+            paths=[path] * readers,
+            stalled_paths=[path] * stalled,
+            mode="sse",
+            until="end",
+            updates=steps,
+            offered_per_s=readers * 1000 / interval_ms,
+            procs=args.generators,
+            connect_concurrency=args.connect_concurrency,
+            timeout_s=args.timeout_s,
+        )
+        return drive(stack, plan)
 
 
 def run_idle(args: argparse.Namespace, system: str) -> Run:
@@ -148,7 +176,8 @@ def run_ceiling(args: argparse.Namespace, app: str) -> Run:
 
 
 def _by_system(results: list[Figures], system: str) -> Figures | None:
-    return next((f for f in results if f.run.system == system), None)
+    """The first run of `system` ("jobpulse" also finds "jobpulse, none stalled")."""
+    return next((f for f in results if f.run.system.partition(",")[0] == system), None)
 
 
 def _ratio(a: Figures | None, b: Figures | None) -> float:
@@ -189,6 +218,20 @@ def targets(scenario: str, results: list[Figures], ceiling: list[Figures]) -> li
         note = "" if light else " (offered load above 20k/s: the latency target does not apply)"
         lines.append(check("p50", ours.p50_ms, "<=", 5, " ms") + note)
         lines.append(check("p99", ours.p99_ms, "<=", 50, " ms") + note)
+    if scenario == "slow":
+        stalled = next((f for f in results if f.run.gen.stalled), None)
+        if stalled is not None:
+            growth = (stalled.run.web_rss_peak_kib - stalled.run.web_rss_ready_kib) / stalled.run.gen.stalled
+            missed_kib = stalled.run.updates * len(CEILING_EVENT) / 1024
+            lines.append(
+                check("web RSS growth per stalled watcher", growth, "<=", 128, " KiB")
+                + f" (each missed ~{missed_kib:,.0f} KiB of events)"
+            )
+            lines.append(
+                check(
+                    "readers' p99 with stalled watchers / without", stalled.p99_ms / ours.p99_ms, "<=", 2, "x"
+                )
+            )
     if scenario == "hot":
         lines.append(check("web CPU per update", ours.web_cpu_per_update_ms, "<=", 10, " ms"))
         lines.append(check("p99", ours.p99_ms, "<=", 20, " ms"))
@@ -224,6 +267,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--start-delay-ms", type=int, default=3000, help="jobpulse jobs: before step 1")
     parser.add_argument("--naive-start-delay-ms", type=int, default=500, help="after all watchers connect")
     parser.add_argument("--hot-watchers", type=int, default=1000)
+    parser.add_argument("--slow-readers", type=int, default=200)
+    parser.add_argument("--slow-stalled", type=int, default=100)
+    parser.add_argument("--slow-steps", type=int, default=1500)
+    parser.add_argument("--slow-interval-ms", type=int, default=5)
     parser.add_argument("--hot-steps", type=int, default=300)
     parser.add_argument("--idle-watchers", type=int, default=10_000)
     parser.add_argument("--idle-jobs", type=int, default=100)
@@ -247,27 +294,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _runs(args: argparse.Namespace, scenario: str, system: str) -> list[Run]:
+    """The runs of `system` in `scenario`: none, one, or (slow) one without and one with stalled clients."""
+    if scenario in ("idle", "slow") and system == "floor":
+        return []  # the floor is for paced updates; it neither idles nor handles slow clients
+    if scenario == "slow":
+        return [run_slow(args, 0), run_slow(args, args.slow_stalled)] if system == "jobpulse" else []
+    if scenario == "idle":
+        return [run_idle(args, system)]
+    if scenario == "hot":
+        return [run_streams(args, scenario, system, 1, args.hot_watchers, args.hot_steps, args.interval_ms)]
+    interval = args.light_interval_ms if scenario == "fanout-light" else args.interval_ms
+    return [run_streams(args, scenario, system, args.jobs, args.watchers, args.steps, interval)]
+
+
 def run_scenario(args: argparse.Namespace, scenario: str, ceiling: list[Figures]) -> list[Figures]:
     results: list[Figures] = []
     for system in args.system_list:
-        if scenario == "idle" and system == "floor":
-            continue  # the floor is for paced updates; an idle stream costs it next to nothing
-        if scenario == "idle":
-            run = run_idle(args, system)
-        elif scenario == "hot":
-            run = run_streams(args, scenario, system, 1, args.hot_watchers, args.hot_steps, args.interval_ms)
-        else:
-            interval = args.light_interval_ms if scenario == "fanout-light" else args.interval_ms
-            run = run_streams(args, scenario, system, args.jobs, args.watchers, args.steps, interval)
-        results.append(figures(run))
-        if run.log_problems:
-            say(
-                f"  {system}: {len(run.log_problems)} error/warning lines in its logs, first: "
-                f"{run.log_problems[0][:200]}"
-            )
-        if run.gen.error_samples:
-            say(f"  {system}: client errors, first: {run.gen.error_samples[:3]}")
-    say(table(scenario, IDLE_ROWS if scenario == "idle" else STREAM_ROWS, results))
+        for run in _runs(args, scenario, system):
+            results.append(figures(run))
+            if run.log_problems:
+                say(
+                    f"  {run.system}: {len(run.log_problems)} error/warning lines in its logs, first: "
+                    f"{run.log_problems[0][:200]}"
+                )
+            if run.gen.error_samples:
+                say(f"  {run.system}: client errors, first: {run.gen.error_samples[:3]}")
+    rows = {"idle": IDLE_ROWS, "slow": SLOW_ROWS}.get(scenario, STREAM_ROWS)
+    say(table(scenario, rows, results))
     ours = _by_system(results, "jobpulse")
     if ours is not None and scenario != "idle":
         if (naive := _by_system(results, "naive")) is not None:
@@ -299,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             say(table("ceiling: pre-encoded events, as fast as clients read", CEILING_ROWS, ceiling))
         else:
             results = run_scenario(args, scenario, ceiling)
-            if (ours := _by_system(results, "jobpulse")) is not None:
+            for ours in (f for f in results if f.run.system.startswith("jobpulse")):
                 failures += correctness_failures(ours)
         say(f"({time.monotonic() - started:.0f} s)\n")
     if failures:

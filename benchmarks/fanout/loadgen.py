@@ -45,12 +45,14 @@ class GenSpec:
     until: Literal["end", "close"]
     connect_concurrency: int = 200
     timeout_s: float = 300.0
+    stalled_paths: list[str] = field(default_factory=list)  # watchers that stop reading after the head
 
 
 @dataclass
 class GenResult:
     watchers: int = 0
     connected: int = 0  # got a 200 and its headers
+    stalled: int = 0  # of those, watchers that then stopped reading (not counted in the event figures)
     events: int = 0  # events with an id (sse) or blank-line-terminated blocks (count)
     expected: int = 0  # sum over watchers of the terminal event's id
     lost: int = 0
@@ -96,8 +98,17 @@ def _ts_of(payload: bytes) -> float | None:
 
 
 class Watcher(asyncio.Protocol):
-    def __init__(self, spec: GenSpec, path: str, result: GenResult, connected: asyncio.Future[bool]) -> None:
+    def __init__(
+        self,
+        spec: GenSpec,
+        path: str,
+        result: GenResult,
+        connected: asyncio.Future[bool],
+        *,
+        stalled: bool = False,
+    ) -> None:
         self._request = _request(spec.host, path)
+        self.stalled = stalled
         self._count = spec.mode == "count"
         self._result = result
         self._connected = connected
@@ -148,6 +159,10 @@ class Watcher(asyncio.Protocol):
                 return
             self._chunked = b"transfer-encoding: chunked" in headers.lower()
             self._connected.set_result(True)
+            if self.stalled:  # a client that stops reading: the server's sends back up from here
+                assert self.transport is not None
+                self.transport.pause_reading()
+                return
             if not data:
                 return
         body = self._dechunk(data) if self._chunked else data
@@ -240,7 +255,7 @@ class Watcher(asyncio.Protocol):
     def finish(self) -> None:
         """Account for this watcher once its stream is over (or abandoned)."""
         result = self._result
-        if self._count:
+        if self._count or self.stalled:
             return
         if self.final_id is None:
             result.incomplete += 1
@@ -251,14 +266,14 @@ class Watcher(asyncio.Protocol):
 
 async def _run(spec: GenSpec, conn: Connection) -> GenResult:
     loop = asyncio.get_running_loop()
-    result = GenResult(watchers=len(spec.paths))
+    result = GenResult(watchers=len(spec.paths) + len(spec.stalled_paths))
     gate = asyncio.Semaphore(spec.connect_concurrency)
     watchers: list[Watcher] = []
 
-    async def open_one(path: str) -> None:
+    async def open_one(path: str, stalled: bool = False) -> None:
         async with gate:
             connected: asyncio.Future[bool] = loop.create_future()
-            watcher = Watcher(spec, path, result, connected)
+            watcher = Watcher(spec, path, result, connected, stalled=stalled)
             try:
                 await loop.create_connection(lambda: watcher, spec.host, spec.port)
             except OSError as exc:
@@ -273,15 +288,18 @@ async def _run(spec: GenSpec, conn: Connection) -> GenResult:
                 return
             if ok:
                 result.connected += 1
+                result.stalled += stalled
                 result.connected_at = time.time()
 
     result.connect_started_at = time.time()
-    await asyncio.gather(*(open_one(path) for path in spec.paths))
+    await asyncio.gather(
+        *(open_one(path) for path in spec.paths), *(open_one(path, True) for path in spec.stalled_paths)
+    )
     conn.send(("ready", result.connected, result.errors))
     if spec.until == "end":
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(spec.timeout_s):
-                await asyncio.gather(*(w.done for w in watchers))
+                await asyncio.gather(*(w.done for w in watchers if not w.stalled))
     else:
         await loop.run_in_executor(None, conn.recv)  # "close"
         result.dropped = sum(1 for w in watchers if w.done.done())

@@ -116,6 +116,18 @@ STREAM_ROWS: list[Row] = [
     REDIS_CLIENTS_ROW,
 ]
 
+
+def _growth_per_stalled(f: "Figures") -> str:
+    stalled = f.run.gen.stalled
+    return _n((f.run.web_rss_peak_kib - f.run.web_rss_ready_kib) / stalled, ".1f") if stalled else "-"
+
+
+SLOW_ROWS: list[Row] = [
+    *STREAM_ROWS,
+    ("stalled watchers (stopped reading)", lambda f: _n(f.run.gen.stalled)),
+    ("web RSS growth per stalled watcher KiB", _growth_per_stalled),
+]
+
 IDLE_ROWS: list[Row] = [
     ("streams requested (over jobs)", lambda f: f"{f.run.streams} ({f.run.jobs} jobs)"),
     ("streams accepted (200)", lambda f: _n(f.run.gen.connected)),

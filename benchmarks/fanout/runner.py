@@ -73,7 +73,16 @@ class Run:
 def merge(results: list[GenResult]) -> GenResult:
     total = GenResult()
     for r in results:
-        for name in ("watchers", "connected", "events", "expected", "lost", "duplicated", "out_of_order"):
+        for name in (
+            "watchers",
+            "connected",
+            "stalled",
+            "events",
+            "expected",
+            "lost",
+            "duplicated",
+            "out_of_order",
+        ):
             setattr(total, name, getattr(total, name) + getattr(r, name))
         for name in ("incomplete", "dropped", "errors"):
             setattr(total, name, getattr(total, name) + getattr(r, name))
@@ -102,14 +111,25 @@ class Generators:
         procs: int,
         connect_concurrency: int,
         timeout_s: float,
+        stalled_paths: list[str] | None = None,
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
+        stalled = stalled_paths or []
         self._conns: list[Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         procs = max(1, min(procs, len(paths)))
         per_proc_concurrency = max(1, connect_concurrency // procs)
         for i in range(procs):
-            spec = GenSpec("127.0.0.1", port, paths[i::procs], mode, until, per_proc_concurrency, timeout_s)
+            spec = GenSpec(
+                "127.0.0.1",
+                port,
+                paths[i::procs],
+                mode,
+                until,
+                per_proc_concurrency,
+                timeout_s,
+                stalled[i::procs],
+            )
             parent, child = ctx.Pipe()
             process = ctx.Process(target=generator_main, args=(spec, child), daemon=True)
             process.start()
@@ -263,6 +283,7 @@ class Drive:
     timeout_s: float
     on_ready: Callable[[], None] = lambda: None
     hold_s: float = 0.0  # until="close": how long to keep the streams open
+    stalled_paths: list[str] = field(default_factory=list)  # watchers that stop reading after the head
 
 
 class Sampler:
@@ -307,6 +328,7 @@ def drive(stack: Stack, plan: Drive) -> Run:
         procs=plan.procs,
         connect_concurrency=plan.connect_concurrency,
         timeout_s=plan.timeout_s,
+        stalled_paths=plan.stalled_paths,
     )
     try:
         generators.wait_ready(plan.timeout_s)
