@@ -415,9 +415,12 @@ async def test_the_stream_lane_and_route_answer_as_fastapis_router_and_dependenc
     for request, ours, fastapis in zip(requests, served, solved, strict=True):
         assert ours == fastapis, request
     assert {status for status, _, _ in served} == {200, 204, 307, 400, 401, 404, 405}
-    assert served[requests.index(("GET", f"{path}?token={token}", {"Origin": origin}))][1][
-        "access-control-allow-origin"
-    ] == origin
+    assert (
+        served[requests.index(("GET", f"{path}?token={token}", {"Origin": origin}))][1][
+            "access-control-allow-origin"
+        ]
+        == origin
+    )
 
 
 def test_the_stream_route_refuses_an_endpoint_it_would_serve_wrongly() -> None:
