@@ -36,11 +36,24 @@ class FreezableProxy:
         for writer in self._writers:
             writer.close()
         if self._server is not None:
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):  # a test's teardown must never hang on a proxy
+                    await self._server.wait_closed()
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers |= {client_writer, server_writer}
+        # Known before the upstream connection exists, so a `stop()` meanwhile closes it too: an accepted
+        # connection left open kept `wait_closed()` waiting for ever (a hang seen once under heavy load).
+        self._writers.add(client_writer)
+        try:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_writer.close()
+            return
+        self._writers.add(server_writer)
+        if self._server is None or not self._server.is_serving():
+            server_writer.close()  # stopped while connecting upstream
+            client_writer.close()
+            return
         flowing = asyncio.Event()
         flowing.set()
         self._frozen.add(flowing)
