@@ -49,7 +49,7 @@ class SubscriptionResponse(EventSourceResponse):
         self._keepalive_s = keepalive_s
         self._retry_ms = retry_ms
         self._send_timeout_s = send_timeout_s
-        # Loop times read by `tick`: when the send under way began (0: none), when the last one ended.
+        # Loop times read by `tick`: when the send under way began (0: none), when the last one began.
         self._sending_since = 0.0
         self._last_write = 0.0
         self._dropped = False
@@ -111,8 +111,8 @@ class SubscriptionResponse(EventSourceResponse):
                         self._send_timeout_s,
                     )
                     return
-                self._last_write = loop.time()
-                self._sending_since = 0.0
+                # One clock read per send: a keep-alive counts from when the last send began.
+                self._last_write, self._sending_since = self._sending_since, 0.0
         except RedisError as exc:
             # Catching up needs Redis; without it, end the stream cleanly and let the client resume.
             logger.warning("job %s: stream ended, Redis unavailable: %s", self._subscription.job_id, exc)

@@ -6,7 +6,7 @@ middleware, the nested routers that matched the path) was about 4.6 KiB per open
 the CPU of opening one. The lane matches the one route the way Starlette's router would
 (`Route.matches`, so `root_path` and the path parameter behave the same) and runs it inside the app's own
 middleware (security headers, CORS) and exception handlers, so its answers cannot be told apart from the
-router's: `tests/test_stream_lane.py` sends the same requests both ways. Everything else, and any other
+router's: `tests/test_events.py` sends the same requests both ways. Everything else, and any other
 method on the path (405), goes through FastAPI as before.
 
 What the lane leaves out is Starlette's `ServerErrorMiddleware`: an unexpected exception reaches uvicorn,
