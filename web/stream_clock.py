@@ -2,8 +2,8 @@
 
 An `asyncio.timeout()` around each send and each wait costs a timer handle created, rescheduled and
 cancelled per event per client: under fan-out that was a quarter of the web process's CPU, for deadlines
-that almost never fire. Instead each stream notes, with two float assignments, when its current send
-began and when it last wrote; this clock walks the open streams every `tick_s` and acts on the few that
+that almost never fire. Instead each stream notes, with one clock read per send, when its current send
+began and when its last one did; this clock walks the open streams every `tick_s` and acts on the few that
 are due. A deadline therefore fires up to one tick late, which no client can tell from network jitter.
 """
 
