@@ -16,7 +16,7 @@ from jobpulse.tasks import TASK_PARAMS
 from jobpulse.uploads import UploadStorage
 from web.access_log import redact_access_log
 from web.errors import install_error_handlers
-from web.routes import events, jobs, pages, uploads
+from web.routes import events, health, jobs, pages, uploads
 from web.security_headers import SecurityHeaders
 from web.services import Services
 from web.shutdown import on_stop_signal
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     app.include_router(events.router)
     app.include_router(uploads.router)
     app.include_router(pages.router)
+    app.include_router(health.router)
     app.mount("/static", pages.static_files(), name="static")
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
