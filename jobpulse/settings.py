@@ -66,6 +66,15 @@ class Settings(BaseSettings):
         le=3600,
         description="A running job without a heartbeat for this long has lost its worker: it is retried.",
     )
+    worker_health_check_s: float = Field(
+        default=15.0,
+        ge=1,
+        le=3600,
+        description=(
+            "A worker records that it is alive this often (arq's health check, kept one second longer); "
+            "`arq --check worker.WorkerSettings` fails once it has not."
+        ),
+    )
 
     # Event history
     stream_maxlen: int = Field(

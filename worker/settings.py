@@ -1,5 +1,6 @@
 """The arq worker configuration, built from our `Settings`."""
 
+import socket
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -18,6 +19,18 @@ from worker.tasks.process_upload import UPLOADS_KEY, UploadReading
 from worker.upload_sweeper import upload_sweeper
 
 REAPER_KEY = "jobpulse_reaper"
+
+# arq's `health_check_key` default (`<queue>:health-check`) is one key for every worker on the queue:
+# with four workers, `arq --check` passed while any one was alive, and one worker stopping deleted the
+# key the other three's checks read. Ours adds the host name, which is the container's in Docker and
+# the pod's on Kubernetes, and which `arq --check` computes the same in the same container.
+HEALTH_CHECK_SUFFIX = ":health-check:"
+
+
+def health_check_key(queue_name: str) -> str:
+    """The key this host's worker refreshes and `arq --check worker.WorkerSettings` on this host reads."""
+    return f"{queue_name}{HEALTH_CHECK_SUFFIX}{socket.gethostname()}"
+
 
 # arq's own timeout only backs ours up: ours fires first and is reported as a failure.
 _ARQ_TIMEOUT_MARGIN_S = 30
@@ -71,6 +84,10 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         # arq's graceful stop: on SIGTERM/SIGINT, no new jobs, and running ones get this long to finish.
         "job_completion_wait": settings.shutdown_grace_s,
         "poll_delay": settings.worker_poll_delay_s,
+        # Written every interval, expiring one second later: `arq --check worker.WorkerSettings` exits 1 once
+        # this host's worker has stopped polling for that long (arq's default interval is an hour).
+        "health_check_interval": settings.worker_health_check_s,
+        "health_check_key": health_check_key(settings.queue_name),
         "keep_result": 60,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
