@@ -2,7 +2,11 @@
 #   docker build -t jobpulse .
 #   docker run -e REDIS_URL=redis://host:6379/0 -p 8000:8000 jobpulse                # web
 #   docker run -e REDIS_URL=redis://host:6379/0 jobpulse arq worker.WorkerSettings     # worker
-FROM python:3.11-slim-bookworm
+#
+# The base is pinned to a patch release; bump it on purpose. To pin it byte for byte, add its digest:
+#   docker buildx imagetools inspect python:3.11.13-slim-bookworm    # prints "Digest: sha256:..."
+#   FROM python:3.11.13-slim-bookworm@sha256:<that digest>
+FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

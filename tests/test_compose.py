@@ -1,7 +1,8 @@
 """docker-compose.yml and the Dockerfile: valid, and running the commands and packages the code has.
 
 Compose is checked with `docker-compose config` (or `docker compose config`), which needs no Docker engine.
-The file's contents are checked as text, so the test needs no YAML parser.
+Most checks read the file as text; the structure (ports, health checks, dependencies) is read from what
+`docker-compose config` resolved, with PyYAML (schemathesis, a dev dependency, brings it).
 """
 
 import os
@@ -10,8 +11,14 @@ import shutil
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]
+
+from jobpulse.settings import Settings
+from web.long_poll import MAX_WAIT_S
+from web.upload_receiver import _ENVELOPE_ALLOWANCE
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -66,7 +73,7 @@ def test_compose_file_is_valid() -> None:
 def test_compose_config_resolves_every_service() -> None:
     result = _compose("config", "--services")
     assert result.returncode == 0, result.stderr
-    assert set(result.stdout.split()) == {"redis", "worker", "web"}
+    assert set(result.stdout.split()) == {"redis", "worker", "web", "proxy"}
 
 
 def test_compose_file_has_no_version_key() -> None:
@@ -76,8 +83,8 @@ def test_compose_file_has_no_version_key() -> None:
 
 def test_redis_is_durable_and_health_checked() -> None:
     redis = _service("redis")
-    assert re.search(r"^    image: redis:7-alpine$", redis, re.MULTILINE)
-    assert "--appendonly yes" in redis
+    assert re.search(r"^    image: redis:7\.\d+\.\d+-alpine$", redis, re.MULTILINE), "pin a patch release"
+    assert "--appendonly yes --appendfsync everysec" in redis
     assert "--maxmemory-policy noeviction" in redis
     assert re.search(r"^      - redis-data:/data$", redis, re.MULTILINE)
     assert "healthcheck:" in redis
@@ -95,12 +102,11 @@ def test_worker_runs_arq_after_redis_is_healthy() -> None:
 
 def test_web_runs_uvicorn_and_checks_its_health() -> None:
     web = _service("web")
-    assert re.search(r"^    command: uvicorn web\.app:app --host 0\.0\.0\.0 --port 8000\b", web, re.MULTILINE)
+    assert re.search(r"^      uvicorn web\.app:app --host 0\.0\.0\.0 --port 8000\b", web, re.MULTILINE)
     assert "REDIS_URL: redis://redis:6379/0" in web
-    assert '- "8000:8000"' in web
     assert "condition: service_healthy" in web
     assert "healthcheck:" in web
-    assert "http://127.0.0.1:8000/openapi.json" in web
+    assert "urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=3)" in web
 
 
 def test_web_and_worker_share_the_uploads_volume() -> None:
@@ -124,10 +130,110 @@ def test_compose_commands_name_real_entry_points() -> None:
 
 def test_dockerfile_copies_every_package_and_serves_the_web_app() -> None:
     dockerfile = DOCKERFILE.read_text()
-    assert re.search(r"^FROM python:3\.11-slim-bookworm$", dockerfile, re.MULTILINE)
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", dockerfile, re.MULTILINE), (
+        "pin a patch release"
+    )
     assert re.search(r"^USER (?!root\b)\S+$", dockerfile, re.MULTILINE), "the image must not run as root"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     include: list[str] = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
     for package in (pattern.rstrip("*") for pattern in include):
         assert re.search(rf"^COPY {package} \./{package}$", dockerfile, re.MULTILINE), f"{package} not copied"
     assert '"uvicorn", "web.app:app"' in dockerfile
+
+
+def _resolved() -> dict[str, Any]:
+    """The services as `docker-compose config` resolves them."""
+    result = _compose("config")
+    assert result.returncode == 0, result.stderr
+    services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
+    return services
+
+
+def test_only_the_proxy_publishes_a_port_so_web_and_worker_scale() -> None:
+    """`docker compose up --scale worker=4 --scale web=2` needs no fixed host port or name on either."""
+    services = _resolved()
+    published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
+    assert published == {"proxy": [{"published": 8000, "target": 8000}]}, published
+    for name, service in services.items():
+        assert "container_name" not in service, name
+        assert "hostname" not in service, f"{name}: the worker's health check key is named for its host"
+
+
+def test_every_service_is_health_checked_and_starts_after_what_it_needs() -> None:
+    services = _resolved()
+    assert all("healthcheck" in service for service in services.values())
+    needs = {"worker": {"redis"}, "web": {"redis"}, "proxy": {"web"}}
+    for name, dependencies in needs.items():
+        depends_on = services[name]["depends_on"]
+        assert set(depends_on) == dependencies, name
+        assert all(depends_on[d]["condition"] == "service_healthy" for d in dependencies), name
+    assert services["worker"]["healthcheck"]["test"] == ["CMD", "arq", "worker.WorkerSettings", "--check"]
+    # arq --check retries connecting to a Redis that is down for about 5 s before it gives up.
+    assert _seconds(services["worker"]["healthcheck"]["timeout"]) > 5
+    assert "/readyz" in services["web"]["healthcheck"]["test"][-1]
+    assert services["proxy"]["healthcheck"]["test"][-1] == "http://127.0.0.1:8000/healthz"
+
+
+def _seconds(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)s", duration)
+    assert match, duration
+    return int(match.group(1))
+
+
+def test_web_and_worker_run_one_image() -> None:
+    services = _resolved()
+    assert services["web"]["image"] == services["worker"]["image"] == "jobpulse"
+    assert services["web"]["build"] == services["worker"]["build"]
+
+
+def test_web_trusts_the_proxys_forwarded_for() -> None:
+    """Per-client limits see the client's address only if uvicorn reads the header the proxy sets."""
+    command = _resolved()["web"]["command"]
+    assert "--proxy-headers --forwarded-allow-ips *" in command
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in NGINX_CONF.read_text()
+
+
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+
+
+def test_proxy_is_a_pinned_nginx_with_the_repos_config() -> None:
+    proxy = _resolved()["proxy"]
+    match = re.fullmatch(r"nginx:(\d+)\.(\d+)\.(\d+)-alpine", proxy["image"])
+    assert match, f"pin a patch release: {proxy['image']}"
+    # `server web:8000 resolve` in an upstream (following the replicas) is in open-source nginx since 1.27.3.
+    assert tuple(map(int, match.groups())) >= (1, 27, 3)
+    assert proxy["volumes"] == [f"{NGINX_CONF}:/etc/nginx/nginx.conf:ro"]
+    assert "server web:8000 resolve;" in NGINX_CONF.read_text()
+    assert "resolver 127.0.0.11 " in NGINX_CONF.read_text()
+
+
+def test_proxy_timeouts_and_body_size_fit_the_apps_settings() -> None:
+    conf = NGINX_CONF.read_text()
+    fields = Settings.model_fields
+    events = conf[conf.index("location ~ ^/jobs/[^/]+/events$") :]
+    events = events[: events.index("}")]
+    assert "proxy_buffering off;" in events and "proxy_cache off;" in events
+    # Two keep-alive intervals at the largest JOBPULSE_KEEPALIVE_S allowed: one late one is no drop.
+    (keepalive_max,) = [m.le for m in fields["keepalive_s"].metadata if hasattr(m, "le")]
+    assert _directive_seconds(events, "proxy_read_timeout") >= 2 * keepalive_max
+    # Everything else (the server's level): longer than the longest long-poll, `GET /jobs/{id}?wait=60`.
+    server_level = conf[conf.index("server {") : conf.index("location ")]
+    assert _directive_seconds(server_level, "proxy_read_timeout") > MAX_WAIT_S
+    # The web process answers an over-the-limit upload with its own JSON 413, not nginx's HTML one.
+    body = re.search(r"^\s*client_max_body_size (\d+)m;$", conf, re.MULTILINE)
+    assert body, "client_max_body_size in MiB"
+    assert int(body.group(1)) * 1024 * 1024 >= Settings().max_upload_bytes + _ENVELOPE_ALLOWANCE
+    uploads = conf[conf.index("location = /uploads") :]
+    assert "proxy_request_buffering off;" in uploads[: uploads.index("}")]
+
+
+def _directive_seconds(text: str, directive: str) -> int:
+    match = re.search(rf"^\s*{directive} (\d+)s;$", text, re.MULTILINE)
+    assert match, directive
+    return int(match.group(1))
+
+
+def test_the_proxy_config_stays_out_of_the_image() -> None:
+    """The image is the app's; deploy/ is mounted into the official nginx image instead."""
+    assert re.search(r"^deploy$", (ROOT / ".dockerignore").read_text(), re.MULTILINE)
+    assert not re.search(r"^COPY deploy", DOCKERFILE.read_text(), re.MULTILINE)
