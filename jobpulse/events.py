@@ -8,7 +8,7 @@ The public event id, sent as SSE ``id:`` and accepted back as ``Last-Event-ID``,
 from dataclasses import dataclass
 from functools import cached_property
 
-from jobpulse.sse import encode_event
+from jobpulse.sse import encode_chunk, encode_event
 
 # Stream entry field names.
 TYPE_FIELD = b"type"
@@ -27,6 +27,11 @@ class StoredEvent:
     def sse(self) -> bytes:
         """The event on the wire, encoded once however many subscribers receive it."""
         return encode_event(self.data, event=self.type, event_id=str(self.id))
+
+    @cached_property
+    def chunk(self) -> bytes:
+        """`sse` as one HTTP/1.1 chunk, for streams the web writes straight to the socket."""
+        return encode_chunk(self.sse)
 
 
 def event_id_from_entry(entry_id: bytes | str) -> int:

@@ -43,3 +43,12 @@ def encode_retry(milliseconds: int) -> bytes:
     The next event's lines simply follow it.
     """
     return f"retry: {int(milliseconds)}\n".encode()
+
+
+def encode_chunk(data: bytes) -> bytes:
+    """`data` as one chunk of an HTTP/1.1 chunked body (RFC 9112 §7.1); b"" would end the body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+# The chunked body's last chunk (no trailers).
+LAST_CHUNK = b"0\r\n\r\n"

@@ -81,8 +81,9 @@ class Hub:
     def close_streams(self) -> None:
         """End every open stream now and refuse new ones: the process is about to stop."""
         self._closing = True
-        for channel in self._channels.values():
-            for subscription in channel.subscriptions:
+        # Copies: a stream may end, and leave its channel, the moment it is closed.
+        for channel in list(self._channels.values()):
+            for subscription in tuple(channel.subscriptions):
                 subscription.close()
 
     async def stop(self) -> None:
@@ -268,14 +269,15 @@ class Hub:
             except (ValueError, UnicodeDecodeError):
                 logger.warning("hub: ignoring a malformed message on %s", reply[1].decode(errors="replace"))
                 return
-            for subscription in channel.subscriptions:
+            # A copy: a stream written to in `offer` may end, and leave the channel, there and then.
+            for subscription in tuple(channel.subscriptions):
                 subscription.offer(event)
         elif kind == b"subscribe":
             channel = self._channels.get(reply[1])
             if channel is None:
                 return
             channel.ready.set()
-            for subscription in channel.subscriptions:
+            for subscription in tuple(channel.subscriptions):
                 subscription.mark_behind()  # whatever was published before this point is in the stream
         elif kind == b"unsubscribe" and reply[1] in self._channels:
             # A subscriber arrived while the unsubscribe was in flight: subscribe again.

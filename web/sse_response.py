@@ -2,8 +2,10 @@
 
 It subclasses FastAPI's `EventSourceResponse` for the media type and the OpenAPI marker, but drives the
 ASGI messages itself rather than through FastAPI's generator machinery: the bytes are already encoded
-once per event by the hub, the keep-alive interval is ours to configure, the first bytes go out at once,
-and the subscription is released in `finally` the moment the client disconnects.
+once per event by the hub, the keep-alive interval is ours to configure, and the first bytes go out at
+once. Then, on uvicorn, the connection is handed to a `DetachedStream` that writes to the socket itself
+(`web/handoff.py` says why); elsewhere the stream goes on here, through ASGI, and the subscription is
+released in `finally` the moment the client disconnects.
 """
 
 import asyncio
@@ -15,6 +17,8 @@ from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from jobpulse.sse import encode_comment, encode_retry
+from web.detached_stream import DetachedStream
+from web.handoff import take_over
 from web.hub import Hub
 from web.stream_clock import StreamClock
 from web.subscription import Subscription
@@ -28,7 +32,11 @@ RECONNECT_SOON_MS = 250
 
 
 class SubscriptionResponse(EventSourceResponse):
-    """Runs in the request's own task, with one more task per stream that waits for the disconnect."""
+    """Sends the head, then hands the connection to a `DetachedStream` if the server allows it.
+
+    Otherwise (another server, uvicorn's h11 protocol, TLS, an in-memory test transport) the stream runs
+    in the request's own task, with one more task that waits for the disconnect.
+    """
 
     def __init__(
         self,
@@ -57,6 +65,23 @@ class SubscriptionResponse(EventSourceResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._task = asyncio.current_task()
+        try:
+            await self._open(send)
+        except BaseException:
+            self._release()
+            raise
+        detached = DetachedStream(
+            self._hub,
+            self._subscription,
+            self._clock,
+            on_close=self._on_close,
+            keepalive_s=self._keepalive_s,
+            send_timeout_s=self._send_timeout_s,
+            reconnect_ms=RECONNECT_SOON_MS,
+        )
+        if (transport := take_over(scope, detached)) is not None:
+            detached.start(transport)  # the stream is the connection's now; this request is done
+            return
         watcher = asyncio.ensure_future(self._close_on_disconnect(receive))
         self._clock.add(self)
         try:
@@ -66,8 +91,11 @@ class SubscriptionResponse(EventSourceResponse):
         finally:
             self._clock.discard(self)
             watcher.cancel()
-            self._hub.release(self._subscription)
-            self._on_close()
+            self._release()
+
+    def _release(self) -> None:
+        self._hub.release(self._subscription)
+        self._on_close()
 
     def tick(self, now: float) -> None:
         """Called by the stream clock: drop a peer that takes no bytes; keep a quiet stream alive."""
@@ -83,14 +111,16 @@ class SubscriptionResponse(EventSourceResponse):
             pass
         self._subscription.close()
 
-    async def _write(self, send: Send) -> None:
-        loop = asyncio.get_running_loop()
-        self._last_write = loop.time()
+    async def _open(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         # The first bytes go out at once, so clients and proxies see a live stream before any event; the
         # `retry:` line takes effect as soon as a client reads it, event or no event.
         opening = encode_comment("connected") + encode_retry(self._retry_ms)
         await send({"type": "http.response.body", "body": opening, "more_body": True})
+
+    async def _write(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        self._last_write = loop.time()
         keepalive = encode_comment("keep-alive")
         try:
             while (chunk := await self._subscription.next_chunk()) is not None:

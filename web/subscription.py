@@ -8,6 +8,7 @@ Memory per client is therefore bounded, a slow client never holds anyone else up
 """
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from jobpulse.events import StoredEvent
@@ -24,6 +25,31 @@ class EventSource(Protocol):
 
 
 class Subscription:
+    """Pulled by `next_chunk` (a task per stream), or pushed: after `attach`, a callback hears of news.
+
+    Push mode serves streams held outside a request task (`web/detached_stream.py`): the callback
+    takes what is queued with `take_events` at once, and runs `fill` in a task of its own only when the
+    subscription has to read Redis.
+    """
+
+    __slots__ = (
+        "_behind",
+        "_early",
+        "_fetch_batch",
+        "_fetching",
+        "_keepalive_due",
+        "_loop",
+        "_max_buffered",
+        "_on_news",
+        "_queue",
+        "_source",
+        "_tail",
+        "_waiter",
+        "closed",
+        "finished",
+        "job_id",
+    )
+
     def __init__(self, job_id: str, after: int, source: EventSource, max_buffered: int) -> None:
         self.job_id = job_id
         self._source = source
@@ -38,6 +64,7 @@ class Subscription:
         self._loop = asyncio.get_running_loop()  # looked up once: each lookup costs a getpid() call
         # A bare future rather than an asyncio.Event: one allocation per wait, no waiter list.
         self._waiter: asyncio.Future[None] | None = None
+        self._on_news: Callable[[], None] | None = None
         self.finished = False  # the terminal event was handed out
         self.closed = False  # the hub is going away
 
@@ -75,8 +102,19 @@ class Subscription:
         self.closed = True
         self._wake()
 
+    def attach(self, on_news: Callable[[], None]) -> None:
+        """Push mode: call `on_news` (which must not block) whenever there is something to act on."""
+        self._on_news = on_news
+
+    @property
+    def needs_fetch(self) -> bool:
+        """Events may be missing between what was handed out and what is queued: `fill` reads them."""
+        return self._behind and not self.finished and not self.closed
+
     def _wake(self) -> None:
-        if (waiter := self._waiter) is not None and not waiter.done():
+        if self._on_news is not None:
+            self._on_news()
+        elif (waiter := self._waiter) is not None and not waiter.done():
             waiter.set_result(None)
 
     async def next_chunk(self, idle_timeout: float | None = None) -> bytes | None:
@@ -90,7 +128,8 @@ class Subscription:
             if self._queue:
                 return self._take_queued()
             if self._behind:
-                chunk = await self._catch_up()
+                prefix = await self.fill()
+                chunk = prefix + self._take_queued() if self._queue else prefix
                 if chunk:
                     return chunk
                 continue
@@ -110,19 +149,32 @@ class Subscription:
                 self._waiter = None
         return None
 
-    def _take_queued(self) -> bytes:
+    def take_events(self) -> list[StoredEvent]:
+        """The queued events, in order, up to the terminal one; empty if none are queued."""
+        events = self._queue
+        if not events:
+            return events
+        self._queue = []
         self._keepalive_due = False  # events count as a sign of life
-        parts: list[bytes] = []
-        for event in self._queue:
-            parts.append(event.sse)
+        for index, event in enumerate(events):
             if event.final:
                 self.finished = True
+                del events[index + 1 :]
                 break
-        self._queue.clear()
-        return parts[0] if len(parts) == 1 else b"".join(parts)  # one event: the hub's shared bytes
+        return events
 
-    async def _catch_up(self) -> bytes:
-        """Read the events after `_tail` from the stream, then splice in live ones that came meanwhile."""
+    def _take_queued(self) -> bytes:
+        events = self.take_events()
+        if len(events) == 1:
+            return events[0].sse  # the hub's shared bytes
+        return b"".join(event.sse for event in events)
+
+    async def fill(self) -> bytes:
+        """Queue the events after `_tail` from the stream, then live ones that came meanwhile.
+
+        Returns the encoded `lost` event to send before them if some of what the client asked for is no
+        longer retained, else b"".
+        """
         self._behind = False
         self._fetching = True
         try:
@@ -141,7 +193,7 @@ class Subscription:
         if len(events) == self._fetch_batch:
             self._behind = True  # more to read
         self._splice_early()
-        return prefix + (self._take_queued() if self._queue else b"")
+        return prefix
 
     def _splice_early(self) -> None:
         while (event := self._early.pop(self._tail + 1, None)) is not None:

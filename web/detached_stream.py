@@ -1,0 +1,185 @@
+"""An event stream written straight to its socket, once taken over from the server (`web/handoff.py`).
+
+No task waits per stream: the hub's offer of a live event reaches `_pump` through the subscription, and
+the event's bytes, framed as an HTTP chunk once per event (`StoredEvent.chunk`), go to the transport at
+once. A task exists only while the subscription reads Redis (a late subscriber's replay, a client
+that fell behind). The transport's flow control replaces the send that would block: while the client
+reads slower than events come, nothing is written and the subscription queues to its bound, then
+marks itself behind and re-reads the stream when the client drains. The stream clock drops a client
+whose socket has taken nothing for `send_timeout_s` and writes the keep-alives.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from redis.exceptions import RedisError
+
+from jobpulse.events import StoredEvent
+from jobpulse.sse import LAST_CHUNK, encode_chunk, encode_comment, encode_retry
+from web.hub import Hub
+from web.stream_clock import StreamClock
+from web.subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+_KEEPALIVE = encode_chunk(encode_comment("keep-alive"))
+
+
+class DetachedStream(asyncio.Protocol):
+    __slots__ = (
+        "_clock",
+        "_ended",
+        "_fetch",
+        "_hub",
+        "_keepalive_s",
+        "_on_close",
+        "_paused_since",
+        "_quiet_since",
+        "_reconnect_ms",
+        "_released",
+        "_send_timeout_s",
+        "_subscription",
+        "_transport",
+        "_wrote",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        subscription: Subscription,
+        clock: StreamClock,
+        *,
+        on_close: Callable[[], None],
+        keepalive_s: float,
+        send_timeout_s: float,
+        reconnect_ms: int,
+    ) -> None:
+        self._hub = hub
+        self._subscription = subscription
+        self._clock = clock
+        self._on_close: Callable[[], None] | None = on_close
+        self._keepalive_s = keepalive_s
+        self._send_timeout_s = send_timeout_s
+        self._reconnect_ms = reconnect_ms
+        self._transport: asyncio.Transport | None = None
+        self._fetch: asyncio.Task[None] | None = None
+        self._paused_since = 0.0  # loop time the transport asked us to stop writing; 0: it did not
+        self._quiet_since = 0.0  # loop time of the clock tick that last saw no write since the one before
+        self._wrote = False  # written since the last tick
+        self._ended = False  # the last chunk is written (or the connection is gone)
+        self._released = False
+
+    def start(self, transport: asyncio.Transport) -> None:
+        """Serve the stream on `transport` (already driving this protocol) from now on."""
+        self._transport = transport
+        self._quiet_since = asyncio.get_running_loop().time()
+        self._clock.add(self)
+        self._subscription.attach(self._pump)
+        self._pump()
+
+    # The transport's side.
+
+    def data_received(self, data: bytes) -> None:
+        pass  # an SSE client has nothing more to say; whatever it sends is dropped
+
+    def pause_writing(self) -> None:
+        self._paused_since = asyncio.get_running_loop().time()
+
+    def resume_writing(self) -> None:
+        self._paused_since = 0.0
+        self._pump()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        if self._fetch is not None:
+            self._fetch.cancel()
+        self._clock.discard(self)
+        self._release()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
+
+    # The clock's side.
+
+    def tick(self, now: float) -> None:
+        """Drop a client whose socket has taken nothing for `send_timeout_s`; keep a quiet stream alive."""
+        if self._paused_since:
+            if now - self._paused_since > self._send_timeout_s and self._transport is not None:
+                logger.warning(
+                    "job %s: client took no bytes for %g s; dropped",
+                    self._subscription.job_id,
+                    self._send_timeout_s,
+                )
+                self._paused_since = 0.0
+                self._transport.abort()
+        elif self._wrote:
+            self._wrote = False
+            self._quiet_since = now
+        elif now - self._quiet_since >= self._keepalive_s and not self._ended and self._fetch is None:
+            self._write(_KEEPALIVE)
+            self._quiet_since = now
+
+    # The subscription's side.
+
+    def _pump(self) -> None:
+        """Write what the subscription has queued; start a read of Redis if it needs one."""
+        if self._ended or self._paused_since or self._fetch is not None:
+            return
+        subscription = self._subscription
+        if events := subscription.take_events():
+            self._write_events(events)
+        if subscription.finished:
+            self._end(b"")
+        elif subscription.closed:
+            # Cut short (shutdown, a vanished job): reconnect soon, to this process's successor or another.
+            self._end(encode_retry(self._reconnect_ms))
+        elif subscription.needs_fetch and not self._paused_since:
+            self._fetch = asyncio.get_running_loop().create_task(self._read_redis())
+
+    async def _read_redis(self) -> None:
+        try:
+            lost = await self._subscription.fill()
+        except RedisError as exc:
+            # Catching up needs Redis; without it, end the stream cleanly and let the client resume.
+            logger.warning("job %s: stream ended, Redis unavailable: %s", self._subscription.job_id, exc)
+            self._fetch = None
+            self._end(encode_retry(self._reconnect_ms))
+            return
+        except Exception:
+            logger.exception("job %s: stream ended by an unexpected error", self._subscription.job_id)
+            self._fetch = None
+            self._end(encode_retry(self._reconnect_ms))
+            return
+        self._fetch = None
+        if lost and not self._ended:
+            self._write(encode_chunk(lost))
+        self._pump()
+
+    def _write_events(self, events: list[StoredEvent]) -> None:
+        if len(events) == 1:
+            self._write(events[0].chunk)
+        elif self._transport is not None:
+            self._transport.writelines([event.chunk for event in events])
+            self._wrote = True
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+            self._wrote = True
+
+    def _end(self, tail: bytes) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._release()  # no more live events: the hub may unsubscribe now
+        if self._transport is not None:
+            self._transport.write(encode_chunk(tail) + LAST_CHUNK if tail else LAST_CHUNK)
+            # The response is complete; the connection is not handed back to the server for another
+            # request, so it closes (after the buffered bytes are out; the clock still watches them).
+            self._transport.close()
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._hub.release(self._subscription)
