@@ -79,7 +79,11 @@ async def h11_server(settings: Settings, redis: Redis) -> AsyncIterator[tuple[uv
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, http="h11", log_level="warning",
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            http="h11",
+            log_level="warning",
             timeout_graceful_shutdown=1,
         )
     )
