@@ -237,3 +237,20 @@ def test_the_proxy_config_stays_out_of_the_image() -> None:
     """The image is the app's; deploy/ is mounted into the official nginx image instead."""
     assert re.search(r"^deploy$", (ROOT / ".dockerignore").read_text(), re.MULTILINE)
     assert not re.search(r"^COPY deploy", DOCKERFILE.read_text(), re.MULTILINE)
+
+
+def test_the_deploy_docs_name_what_the_files_run() -> None:
+    """README's Deploy commands scale services that exist; docs/DEPLOY.md's table shows the pinned images."""
+    services = _resolved()
+    readme = (ROOT / "README.md").read_text()
+    deploy = readme[readme.index("## Deploy\n") :]
+    (commands,) = re.findall(r"```sh\n(.*?)```", deploy[: deploy.index("\n## ", 1)], flags=re.DOTALL)
+    scaled = re.findall(r"--scale (\w+)=\d+", commands)
+    assert scaled == ["worker", "web"] and set(scaled) <= set(services)
+    logged = re.search(r"docker compose logs -f ((?:\w+ ?)+)", commands)
+    assert logged and set(logged.group(1).split()) <= set(services)
+    docs = (ROOT / "docs" / "DEPLOY.md").read_text()
+    for name in ("redis", "proxy"):
+        assert re.search(rf"^\| `{name}` \| `{re.escape(services[name]['image'])}`", docs, re.MULTILINE), name
+    (base,) = re.findall(r"^FROM (\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert f"`{base}`" in docs
