@@ -11,6 +11,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from jobpulse.logs import LogFormat
+
 # Lists in the environment are comma-separated (`JOBPULSE_CORS_ORIGINS=https://a.example,https://b.example`),
 # not JSON, so they read as they would in any shell or compose file.
 CommaSeparated = Annotated[tuple[str, ...], NoDecode]
@@ -194,6 +196,28 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Observability (docs/OBSERVABILITY.md)
+    log_format: LogFormat = Field(
+        default="auto",
+        description=(
+            "`json` (one object a line), `text`, or `auto`: JSON unless the output is a terminal. Web and "
+            "worker alike."
+        ),
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Set, `GET /metrics` requires `Authorization: Bearer TOKEN` (give Prometheus this, not an API "
+            "key); unset, it is open."
+        ),
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="A worker serves its Prometheus metrics on this port (all interfaces); 0 = not at all.",
+    )
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -201,7 +225,7 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("token_secret", mode="before")
+    @field_validator("token_secret", "metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`JOBPULSE_TOKEN_SECRET=` (as compose passes an unset variable through) means no secret."""

@@ -10,13 +10,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from jobpulse.logs import configure_logging
 from jobpulse.models import LostEvent, ProgressEvent, StatusEvent, SubmitJob
 from jobpulse.settings import Settings
 from jobpulse.tasks import TASK_PARAMS
 from jobpulse.uploads import UploadStorage
 from web.access_log import redact_access_log
 from web.errors import install_error_handlers
-from web.routes import events, health, jobs, pages, uploads
+from web.routes import events, health, jobs, metrics, pages, uploads
 from web.security_headers import SecurityHeaders
 from web.services import Services
 from web.shutdown import on_stop_signal
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
     app.include_router(uploads.router)
     app.include_router(pages.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.mount("/static", pages.static_files(), name="static")
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
@@ -123,5 +125,9 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
 def __getattr__(name: str) -> Any:
     """`web.app:app` is built when uvicorn asks for it, reading the environment then."""
     if name == "app":
-        return create_app(freeze_gc=True)
+        settings = Settings()
+        # Here, not in create_app: only the process uvicorn runs owns its logging (tests build many apps).
+        # uvicorn has configured its loggers by now, and has not yet logged that it started.
+        configure_logging(settings.log_format)
+        return create_app(settings, freeze_gc=True)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 
+from jobpulse.logs import bind_job
 from web.access import AccessPolicy, Caller
 from web.deps import services_of
 from web.errors import ERROR_BODY, BadRequest
@@ -62,7 +63,12 @@ async def key_holder(request: Request, credentials: BearerDep, access: AccessDep
 async def job_reader(
     job_id: str, request: Request, credentials: BearerDep, token: TokenQueryDep, access: AccessDep
 ) -> Caller:
-    """The caller reading `job_id`; with keys on, an API key or that job's token is required."""
+    """The caller reading `job_id`; with keys on, an API key or that job's token is required.
+
+    Also tags the request's log lines with the job (`jobpulse.logs`), refused or not: every route that
+    reads a job, the event stream included, runs this first, in the request's own task.
+    """
+    bind_job(job_id)
     if not access.enabled:
         return Caller(f"ip:{_address(request)}")
     presented = [value for value in (credentials and credentials.credentials, token) if value]

@@ -11,6 +11,7 @@ from jobpulse.store import JobStore
 from web.access import AccessPolicy
 from web.hub import Hub
 from web.limits import StreamSlots, SubmissionRate, stream_capacity
+from web.metrics import StreamCounters, WebMetrics
 from web.queue import JobQueue
 from web.stream_clock import StreamClock
 
@@ -29,6 +30,9 @@ class Services:
     submissions: SubmissionRate
     streams: StreamSlots
     clock: StreamClock
+    # The stream code bumps these in place; `metrics` reads them, and the rest, when Prometheus scrapes.
+    counters: StreamCounters
+    metrics: WebMetrics
 
     @classmethod
     async def start(cls, settings: Settings) -> "Services":
@@ -49,6 +53,7 @@ class Services:
             connection_pool=pool, job_serializer=queue_codec.encode, job_deserializer=queue_codec.decode
         )
         store = JobStore(redis, settings)
+        counters = StreamCounters()  # created before the hub, which is to count its reconnects in it
         hub = Hub(
             redis,
             store,
@@ -60,16 +65,20 @@ class Services:
         await hub.start()
         clock = StreamClock.for_deadlines(settings.keepalive_s, settings.send_timeout_s)
         clock.start()
+        queue = JobQueue(redis, settings.queue_name)
+        streams = StreamSlots(settings.max_streams_per_client, stream_capacity(settings.max_streams))
         return cls(
             settings,
             redis,
             store,
-            JobQueue(redis, settings.queue_name),
+            queue,
             hub,
             AccessPolicy(settings),
             SubmissionRate(redis, settings.submissions_per_minute),
-            StreamSlots(settings.max_streams_per_client, stream_capacity(settings.max_streams)),
+            streams,
             clock,
+            counters,
+            WebMetrics(queue, streams, counters),
         )
 
     async def stop(self) -> None:

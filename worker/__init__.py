@@ -17,5 +17,5 @@ def __getattr__(name: str) -> Any:
         from jobpulse.settings import Settings
         from worker.settings import build_worker_settings
 
-        return build_worker_settings(Settings())
+        return build_worker_settings(Settings(), owns_process=True)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

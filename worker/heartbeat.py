@@ -144,8 +144,14 @@ class StallReaper:
         try:
             await self._store.set_status(job_id, status, attempt=attempt, error=error, expect_attempt=attempt)
         except JobStoreError as exc:
-            logger.info("job %s: attempt %d went silent, but the job has moved on: %s", job_id, attempt, exc)
+            logger.info(
+                "job %s: attempt %d went silent, but the job has moved on: %s",
+                job_id,
+                attempt,
+                exc,
+                extra={"job_id": job_id},  # the reaper runs outside the job: tag its lines (jobpulse.logs)
+            )
             return
-        logger.warning("job %s: %s", job_id, error)
+        logger.warning("job %s: %s", job_id, error, extra={"job_id": job_id})
         # arq would not run the job again before this key expires (its timeout + 10 s): run it now.
         await self._redis.delete(in_progress_key_prefix + job_id)

@@ -10,6 +10,7 @@ without calling us still gets its terminal event.
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobAlreadyFinished, JobNotFound, JobStore, JobStoreError
 from jobpulse.tasks import TaskParams
+from worker import metrics
 from worker.errors import TaskFailed
 from worker.heartbeat import heartbeat
 from worker.progress import REPORTER_KEY, JobAborted, ProgressReporter
@@ -47,6 +49,8 @@ class _Attempt:
         self.job_id: str = ctx["job_id"]
         self.number: int = ctx["job_try"]
         self.settings = settings
+        # How it ended, for worker.metrics: the last status it recorded, or `cancelled` (see there).
+        self.outcome = "interrupted"
 
     async def status(self, status: JobStatus, *, error: str | None = None, result: Any = None) -> None:
         """Publish a status of this attempt; a job already finished (e.g. cancelled) is left as it is.
@@ -65,7 +69,10 @@ class _Attempt:
             )
         except (JobAlreadyFinished, JobNotFound) as exc:
             logger.info("job %s: not marking %s: %s", self.job_id, status.value, exc)
+            self.outcome = "cancelled"
             raise
+        if status is not JobStatus.RUNNING:
+            self.outcome = status.value
 
     async def retry_or_fail(self, reason: str) -> bool:
         """After this attempt was cut short: `retrying` if tries remain (returns True), else `failed`."""
@@ -103,14 +110,17 @@ def lifecycle_task(
             attempt.store, attempt.job_id, attempt.number, settings.progress_interval_ms / 1000
         )
         ctx[REPORTER_KEY] = reporter
+        started = time.monotonic()
+        metrics.attempt_started(name)
         try:
             beat_every = settings.heartbeat_interval_s
             async with heartbeat(attempt.store.redis, attempt.job_id, attempt.number, beat_every):
                 await _run_attempt(ctx, attempt, reporter, impl, params_model, params)
         except (JobStoreError, JobAborted):
-            pass  # finished elsewhere (cancelled) while we ran: it keeps that ending
+            attempt.outcome = "cancelled"  # finished elsewhere while we ran: it keeps that ending
         finally:
             reporter.close()
+            metrics.attempt_ended(name, attempt.outcome, time.monotonic() - started)
 
     run.__qualname__ = run.__name__ = name
     return run
@@ -132,7 +142,9 @@ async def _run_attempt(
             result = await impl(ctx, parsed)
         await reporter.flush()
     except JobAborted:
-        return  # cancelled: arq's finish_job also drops the abort request it may not have acted on
+        # cancelled: arq's finish_job also drops the abort request it may not have acted on
+        attempt.outcome = "cancelled"
+        return
     except Retry as exc:
         await reporter.flush()
         if await attempt.retry_or_fail(f"the task asked to be retried ({describe(exc)})"):

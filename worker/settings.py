@@ -11,7 +11,9 @@ from jobpulse.settings import Settings
 from jobpulse.store import JobStore
 from jobpulse.tasks import TASK_PARAMS
 from jobpulse.uploads import UploadStorage
+from worker import metrics
 from worker.heartbeat import StallReaper
+from worker.job_logs import configure_worker_logging, on_job_start
 from worker.lifecycle import STORE_KEY, lifecycle_task
 from worker.redis_pool import worker_redis
 from worker.tasks import TASK_IMPLS
@@ -19,6 +21,7 @@ from worker.tasks.process_upload import UPLOADS_KEY, UploadReading
 from worker.upload_sweeper import upload_sweeper
 
 REAPER_KEY = "jobpulse_reaper"
+METRICS_KEY = "jobpulse_metrics"
 
 # arq's `health_check_key` default (`<queue>:health-check`) is one key for every worker on the queue:
 # with four workers, `arq --check` passed while any one was alive, and one worker stopping deleted the
@@ -45,17 +48,29 @@ def _check_registry() -> None:
         )
 
 
-def build_worker_settings(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for `arq.Worker`; arq's CLI accepts such a dict as worker settings."""
+def build_worker_settings(settings: Settings, *, owns_process: bool = False) -> dict[str, Any]:
+    """Keyword arguments for `arq.Worker`; arq's CLI accepts such a dict as worker settings.
+
+    `owns_process` is for `arq worker.WorkerSettings`: the worker then configures the process's logging
+    (jobpulse.logs) as it starts. arq's CLI configures its own logging after importing the settings and
+    before starting the worker, so this is the first moment ours can take over; arq's first two lines
+    (`Starting worker for ...` and Redis's version) come before it, in arq's format.
+    """
     _check_registry()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        if owns_process:
+            configure_worker_logging(settings.log_format)
+        if settings.worker_metrics_port:
+            ctx[METRICS_KEY] = metrics.serve(settings.worker_metrics_port)
         ctx[STORE_KEY] = store = JobStore(ctx["redis"], settings)
         ctx[UPLOADS_KEY] = UploadReading.start(settings)
         ctx[REAPER_KEY] = reaper = StallReaper(ctx["redis"], store, settings)
         reaper.start()
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if METRICS_KEY in ctx:
+            ctx.pop(METRICS_KEY)()
         if REAPER_KEY in ctx:
             await ctx[REAPER_KEY].stop()
         if UPLOADS_KEY in ctx:
@@ -90,6 +105,7 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         "health_check_key": health_check_key(settings.queue_name),
         "keep_result": 60,
         "on_startup": on_startup,
+        "on_job_start": on_job_start,
         "on_shutdown": on_shutdown,
         "cron_jobs": [upload_sweeper(UploadStorage(settings.upload_dir), settings.upload_retention_s)],
     }

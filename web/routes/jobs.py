@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from jobpulse.ids import is_job_id, new_job_id
+from jobpulse.logs import bind_job
 from jobpulse.models import JobView, SubmitJob, SubmittedJob
 from jobpulse.status import JobStatus
 from jobpulse.store import JobNotFound, JobState, JobStore
@@ -143,6 +144,7 @@ def submitted(services: ServicesDep, response: Response, view: JobView) -> Submi
 
 async def start_job(store: JobStore, queue: JobQueue, job_id: str, task: str, params: TaskParams) -> JobView:
     """Record the job as `queued` and enqueue it; a job that could not be enqueued is marked `failed`."""
+    bind_job(job_id)  # this request's later log lines, its access line included, are about this job
     params_json = params.model_dump(mode="json")
     state = await store.create(job_id, task, params_json)
     try:
@@ -210,6 +212,7 @@ async def get_job(
 )
 async def cancel_job(job_id: str, _: KeyHolderDep, store: StoreDep, queue: QueueDep) -> JobView:
     """A queued job never starts; a running one is aborted. Watchers get `cancelled` at once."""
+    bind_job(job_id)
     state = await load_job(store, job_id)
     await store.set_status(job_id, JobStatus.CANCELLED, attempt=state.attempt, error="cancelled by request")
     await queue.abort(job_id)

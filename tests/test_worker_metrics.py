@@ -1,0 +1,114 @@
+"""A worker's Prometheus metrics (worker.metrics), scraped from a real `arq worker.WorkerSettings`."""
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stack.redis_server import free_port
+from tests.conftest import Stack, StackFactory
+from tests.processes import Process, process_env, worker_process
+from tests.test_metrics import Samples, parse, value
+from worker import metrics
+
+pytestmark = pytest.mark.anyio
+
+
+async def scrape(port: int, process: Process) -> Samples:
+    """The worker's metrics, once its port answers (it opens as the worker starts)."""
+    async with asyncio.timeout(20), httpx.AsyncClient(timeout=5) as client:
+        while True:
+            assert process.popen is not None and process.popen.poll() is None, process.output()
+            try:
+                response = await client.get(f"http://127.0.0.1:{port}/metrics")
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+                continue
+            assert response.status_code == 200
+            return parse(response.text)
+
+
+async def finish(stack: Stack, job: dict[str, Any]) -> str:
+    response = await stack.client.get(f"/jobs/{job['id']}", params={"wait": 30})
+    status: str = response.json()["status"]
+    return status
+
+
+async def wait_until_running(stack: Stack, job: dict[str, Any]) -> None:
+    async with asyncio.timeout(20):
+        while (await stack.job(job["id"]))["status"] != "running":
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow
+async def test_a_workers_jobs_are_counted_by_task_and_outcome(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = await make_stack(with_worker=False)
+    port = free_port()
+    env = process_env(
+        stack.settings.redis_url,
+        JOBPULSE_QUEUE_NAME=stack.settings.queue_name,
+        JOBPULSE_UPLOAD_DIR=str(stack.settings.upload_dir),
+        JOBPULSE_WORKER_POLL_DELAY_S="0.05",
+        JOBPULSE_WORKER_METRICS_PORT=str(port),
+    )
+    worker = worker_process(env, tmp_path / "worker.log").start()
+    try:
+        before = await scrape(port, worker)
+        for status in ("succeeded", "failed", "cancelled"):
+            assert value(before, "jobpulse_worker_jobs_finished_total", task="simulate", status=status) == 0
+        assert value(before, "jobpulse_worker_jobs_in_progress", task="simulate") == 0
+
+        assert await finish(stack, await stack.submit(steps=2, interval_ms=10)) == "succeeded"
+        assert await finish(stack, await stack.submit(steps=2, interval_ms=10, fail_at=2)) == "failed"
+        long_one = await stack.submit(steps=1000, interval_ms=20)
+        await wait_until_running(stack, long_one)
+        during = await scrape(port, worker)
+        assert value(during, "jobpulse_worker_jobs_in_progress", task="simulate") == 1
+        assert (await stack.client.delete(f"/jobs/{long_one['id']}")).status_code == 200
+        after = during
+
+        def finished(status: str) -> float | None:
+            return value(after, "jobpulse_worker_jobs_finished_total", task="simulate", status=status)
+
+        async with asyncio.timeout(20):  # the attempt ends at its next progress() after the DELETE
+            while finished("cancelled") != 1:
+                await asyncio.sleep(0.05)
+                after = await scrape(port, worker)
+    finally:
+        worker.stop()
+
+    assert (finished("succeeded"), finished("failed"), finished("retrying")) == (1, 1, 0)
+    assert value(after, "jobpulse_worker_jobs_in_progress", task="simulate") == 0
+    duration = "jobpulse_worker_job_duration_seconds"
+    assert value(after, f"{duration}_count", task="simulate", status="succeeded") == 1
+    took = value(after, f"{duration}_sum", task="simulate", status="succeeded")
+    assert took is not None and 0.005 < took < 10  # two steps 10 ms apart
+    # It ran under 10 s: in the 10 s bucket, and (a histogram's buckets are cumulative) in +Inf.
+    assert value(after, f"{duration}_bucket", task="simulate", status="succeeded", le="10.0") == 1
+    assert (value(after, "process_resident_memory_bytes") or 0) > 0
+
+
+def test_a_taken_port_stops_the_worker_with_the_setting_named() -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"JOBPULSE_WORKER_METRICS_PORT={port}"):
+            metrics.serve(port)
+
+
+def test_serve_and_stop_in_process() -> None:
+    port = free_port()
+    stop = metrics.serve(port)
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert "jobpulse_worker_jobs_finished_total" in response.text
+    finally:
+        stop()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
