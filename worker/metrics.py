@@ -24,12 +24,17 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     start_http_server,
 )
 
 from jobpulse.tasks import TASK_PARAMS
 
 logger = logging.getLogger(__name__)
+
+# No `*_created` series beside each counter and histogram: a second series per label set that Prometheus
+# reads only with a feature flag. (A process-wide switch; the web's collector makes none either.)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
