@@ -1,12 +1,14 @@
 """An event stream written straight to its socket, once taken over from the server (`web/handoff.py`).
 
-No task waits per stream: the hub's offer of a live event reaches `_pump` through the subscription, and
-the event's bytes, framed as an HTTP chunk once per event (`StoredEvent.chunk`), go to the transport at
-once. A task exists only while the subscription reads Redis (a late subscriber's replay, a client
-that fell behind). The transport's flow control replaces the send that would block: while the client
-reads slower than events come, nothing is written and the subscription queues to its bound, then
-marks itself behind and re-reads the stream when the client drains. The stream clock drops a client
-whose socket has taken nothing for `send_timeout_s` and writes the keep-alives.
+No task waits per stream: the hub's offer of a live event reaches the stream through the subscription,
+and the event's bytes, framed as an HTTP chunk once per event (`StoredEvent.chunk`), go to the transport
+as soon as the hub has dispatched what it read (`PendingWrites`): one write per stream per read, however
+many of its events came in it. A task exists only while the subscription reads Redis (a late
+subscriber's replay, a client that fell behind). The transport's flow control replaces the send that
+would block: while the client reads slower than events come, nothing is written and the subscription
+queues to its bound, then marks itself behind and re-reads the stream when the client drains. The
+stream clock drops a client whose socket has taken nothing for `send_timeout_s` and writes the
+keep-alives.
 """
 
 import asyncio
@@ -29,12 +31,14 @@ _KEEPALIVE = encode_chunk(encode_comment("keep-alive"))
 class DetachedStream(asyncio.Protocol):
     __slots__ = (
         "_clock",
+        "_due",
         "_ended",
         "_fetch",
         "_hub",
         "_keepalive_s",
         "_on_close",
         "_paused_since",
+        "_pending",
         "_quiet_since",
         "_reconnect_ms",
         "_released",
@@ -56,6 +60,8 @@ class DetachedStream(asyncio.Protocol):
         reconnect_ms: int,
     ) -> None:
         self._hub = hub
+        self._pending = hub.pending_writes
+        self._due = False  # in `_pending`, to be flushed
         self._subscription = subscription
         self._clock = clock
         self._on_close: Callable[[], None] | None = on_close
@@ -75,7 +81,7 @@ class DetachedStream(asyncio.Protocol):
         self._transport = transport
         self._quiet_since = asyncio.get_running_loop().time()
         self._clock.add(self)
-        self._subscription.attach(self._pump)
+        self._subscription.attach(self._schedule)
         self._pump()
 
     # The transport's side.
@@ -112,6 +118,7 @@ class DetachedStream(asyncio.Protocol):
                     self._send_timeout_s,
                 )
                 self._paused_since = 0.0
+                self._ended = True  # nothing more is written; `connection_lost` follows and cleans up
                 self._transport.abort()
         elif self._wrote:
             self._wrote = False
@@ -121,6 +128,15 @@ class DetachedStream(asyncio.Protocol):
             self._quiet_since = now
 
     # The subscription's side.
+
+    def _schedule(self) -> None:
+        if not self._due:
+            self._due = True
+            self._pending.add(self)
+
+    def flush(self) -> None:
+        self._due = False
+        self._pump()
 
     def _pump(self) -> None:
         """Write what the subscription has queued; start a read of Redis if it needs one."""

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from jobpulse import keys
 from jobpulse.events import from_live_message
+from web.pending_writes import PendingWrites
 from web.subscription import EventSource, Subscription
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Hub:
         self.reconnects = 0
         self._last_heard = 0.0
         self._closing = False
+        self.pending_writes = PendingWrites()  # streams written to after each read (web/detached_stream.py)
 
     @property
     def subscription_count(self) -> int:

@@ -1,0 +1,162 @@
+"""DetachedStream as pure logic: what it writes to a transport, and when, for live events, a full
+socket, a quiet stream and the end. A recording transport stands in for the socket; the end-to-end
+behaviour on real uvicorn is in tests/test_handoff.py and tests/test_events.py.
+"""
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from jobpulse.sse import LAST_CHUNK, encode_chunk, encode_comment
+from tests.test_subscription import History
+from web.detached_stream import DetachedStream
+from web.hub import Hub
+from web.stream_clock import StreamClock
+from web.subscription import Subscription
+
+pytestmark = pytest.mark.anyio
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []  # one entry per write call
+        self.closed = self.aborted = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.writes.append(b"".join(list_of_data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+
+class Setup:
+    def __init__(self, history_size: int = 0) -> None:
+        self.history = History(history_size)
+        # The hub is never started: no Redis connection is made. It only hands out the pending writes
+        # and takes the subscription back.
+        self.hub = Hub(Redis(), self.history, max_buffered=4)
+        self.subscription = Subscription("job", 0, self.history, max_buffered=4)
+        self.closed = 0
+        self.stream = DetachedStream(
+            self.hub,
+            self.subscription,
+            StreamClock(1.0),
+            on_close=self._on_close,
+            keepalive_s=10,
+            send_timeout_s=5,
+            reconnect_ms=250,
+        )
+        self.transport = RecordingTransport()
+
+    def _on_close(self) -> None:
+        self.closed += 1
+
+    async def start(self) -> None:
+        """Start, then let the replay of the (empty or given) history finish."""
+        self.stream.start(self.transport)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+
+async def _next_loop_turns() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_events_read_together_go_out_in_one_write_in_order() -> None:
+    setup = Setup()
+    await setup.start()
+    for _ in range(3):
+        setup.history.publish(setup.subscription)
+    assert setup.transport.writes == []  # not yet: after the hub's read
+    await _next_loop_turns()
+    assert setup.transport.writes == [b"".join(event.chunk for event in setup.history.events)]
+
+
+async def test_a_replayed_history_then_live_events() -> None:
+    setup = Setup(history_size=3)
+    await setup.start()
+    setup.history.publish(setup.subscription)
+    await _next_loop_turns()
+    assert b"".join(setup.transport.writes) == b"".join(event.chunk for event in setup.history.events)
+
+
+async def test_nothing_is_written_while_the_socket_is_full_and_nothing_is_lost() -> None:
+    setup = Setup()
+    await setup.start()
+    setup.stream.pause_writing()
+    for _ in range(7):  # more than the subscription buffers: it falls behind and re-reads later
+        setup.history.publish(setup.subscription)
+    await _next_loop_turns()
+    assert setup.transport.writes == []
+    setup.stream.resume_writing()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert b"".join(setup.transport.writes) == b"".join(event.chunk for event in setup.history.events)
+
+
+async def test_a_socket_full_for_longer_than_the_send_timeout_is_dropped() -> None:
+    setup = Setup()
+    await setup.start()
+    loop = asyncio.get_running_loop()
+    setup.stream.pause_writing()
+    setup.stream.tick(loop.time() + 4)
+    assert not setup.transport.aborted
+    setup.stream.tick(loop.time() + 6)
+    assert setup.transport.aborted
+    setup.history.publish(setup.subscription)
+    setup.stream.resume_writing()  # a late drain of what was buffered must not write to it again
+    await _next_loop_turns()
+    assert setup.transport.writes == []
+    setup.stream.connection_lost(None)
+    assert setup.closed == 1 and setup.hub.subscription_count == 0
+
+
+async def test_a_quiet_stream_gets_a_keepalive_and_a_busy_one_does_not() -> None:
+    setup = Setup()
+    await setup.start()
+    now = asyncio.get_running_loop().time()
+    setup.stream.tick(now + 5)
+    assert setup.transport.writes == []
+    setup.stream.tick(now + 11)
+    assert setup.transport.writes == [encode_chunk(encode_comment("keep-alive"))]
+    setup.history.publish(setup.subscription)
+    await _next_loop_turns()
+    setup.stream.tick(now + 22)  # wrote since the last tick: that counts as activity
+    setup.stream.tick(now + 30)
+    assert len(setup.transport.writes) == 2
+
+
+async def test_the_terminal_event_ends_the_body_and_closes() -> None:
+    setup = Setup()
+    await setup.start()
+    setup.history.publish(setup.subscription)
+    setup.history.publish(setup.subscription, final=True)
+    await _next_loop_turns()
+    first, final = setup.history.events
+    assert setup.transport.writes == [first.chunk + final.chunk, LAST_CHUNK]
+    assert setup.transport.closed
+    setup.stream.connection_lost(None)
+    setup.stream.connection_lost(None)
+    assert setup.closed == 1
+
+
+async def test_a_closed_subscription_ends_with_a_short_retry() -> None:
+    setup = Setup()
+    await setup.start()
+    setup.subscription.close()  # what the hub does when the process stops
+    await _next_loop_turns()
+    assert setup.transport.writes == [encode_chunk(b"retry: 250\n") + LAST_CHUNK]
+    assert setup.transport.closed

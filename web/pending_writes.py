@@ -1,0 +1,40 @@
+"""Writes to streams deferred to the end of the hub's current read, so each stream writes once per read."""
+
+import asyncio
+import logging
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class Flushable(Protocol):
+    def flush(self) -> None:
+        """Write whatever is pending; must not block."""
+
+
+class PendingWrites:
+    """Streams with news, written once each when the loop next runs: after the hub's current read.
+
+    Each `write` to a socket is a system call, and on a busy process most of its CPU: when the hub falls
+    behind and reads several events of a job at once, each of its streams writes them in one call, so
+    the busier the process, the less each event costs.
+    """
+
+    __slots__ = ("_handle", "_streams")
+
+    def __init__(self) -> None:
+        self._streams: list[Flushable] = []
+        self._handle: asyncio.Handle | None = None
+
+    def add(self, stream: Flushable) -> None:
+        self._streams.append(stream)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        streams, self._streams, self._handle = self._streams, [], None
+        for stream in streams:
+            try:
+                stream.flush()
+            except Exception:  # one stream's bug must not leave the others unwritten
+                logger.exception("stream write failed")
