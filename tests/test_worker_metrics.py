@@ -112,3 +112,32 @@ def test_serve_and_stop_in_process() -> None:
         stop()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
+
+
+async def test_an_attempt_cut_short_by_the_worker_stopping_counts_as_retrying(stack: Stack) -> None:
+    """In-process worker (same registry): stopped mid-job, the attempt records `retrying`."""
+
+    def count(status: str) -> float:
+        labels = {"task": "simulate", "status": status}
+        return metrics.REGISTRY.get_sample_value("jobpulse_worker_jobs_finished_total", labels) or 0
+
+    def in_progress() -> float:
+        labels = {"task": "simulate"}
+        return metrics.REGISTRY.get_sample_value("jobpulse_worker_jobs_in_progress", labels) or 0
+
+    before = {status: count(status) for status in metrics.ATTEMPT_OUTCOMES}
+    idle = in_progress()
+    job = await stack.submit(steps=1000, interval_ms=20)
+    await wait_until_running(stack, job)
+    assert in_progress() == idle + 1
+    await stack.worker.stop()
+    assert (await stack.job(job["id"]))["status"] == "retrying"
+    assert in_progress() == idle
+    after = {status: count(status) for status in metrics.ATTEMPT_OUTCOMES}
+    assert {status: after[status] - before[status] for status in after} == {
+        "succeeded": 0,
+        "failed": 0,
+        "retrying": 1,
+        "cancelled": 0,
+        "interrupted": 0,
+    }
