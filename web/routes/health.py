@@ -7,12 +7,15 @@ outage makes every web process unready at once, and restarting them would not br
 """
 
 import asyncio
+import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from web.deps import ServicesDep
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
@@ -37,7 +40,10 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         async with asyncio.timeout(timeout):
             await services.redis.ping()
     except (RedisError, OSError, TimeoutError) as exc:
-        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else str(exc)
+        # The probe may be reachable from outside: the answer names the kind of failure, and the log,
+        # for operators, has Redis's own words (which can name hosts and ports).
+        reason = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else "no connection"
+        logger.warning("readyz: Redis is unavailable: %s: %s", type(exc).__name__, exc)
         detail = f"Redis is unavailable ({type(exc).__name__}: {reason}); this process cannot serve jobs."
         return JSONResponse(
             {"status": "unavailable", "redis": "unavailable", "detail": detail},
