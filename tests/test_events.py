@@ -256,6 +256,7 @@ async def test_a_client_that_takes_no_bytes_is_dropped_after_the_send_timeout(
         while hub.subscription_count:
             await anyio.sleep(0.05)
     assert (await stack.job(job["id"]))["status"] in ("running", "succeeded")
+    assert stack.web.services.counters.slow_dropped == 1  # jobpulse_web_slow_clients_dropped_total
     writer.close()
 
 

@@ -12,6 +12,7 @@ import anyio
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from jobpulse.settings import Settings
@@ -36,12 +37,17 @@ async def _watchers_open(services: Services, count: int) -> None:
 
 async def test_open_streams_hold_no_request_task_and_get_every_event(make_stack: StackFactory) -> None:
     stack = await make_stack(progress_interval_ms=0)
-    job = await stack.submit(steps=200, interval_ms=2, start_delay_ms=1000)
+    job = await stack.submit(steps=200, interval_ms=2, start_delay_ms=3000)
     readers = [asyncio.create_task(read_events(stack.client, job["id"])) for _ in range(20)]
     await _watchers_open(stack.web.services, 20)
     state = stack.web.server.server_state
-    # Every stream is open and waiting for its job, and uvicorn holds nothing for any of them.
-    assert not state.tasks
+    # Every request has returned (a request task ends a moment after its response is handed off) ...
+    with anyio.fail_after(2):
+        while state.tasks:
+            await anyio.sleep(0.01)
+    # ... while every stream is still open, waiting for its job, and uvicorn holds no connection of theirs.
+    assert stack.web.services.hub.subscription_count == 20
+    assert not any(reader.done() for reader in readers)
     assert not state.connections
     results = await asyncio.gather(*readers)
     assert all(_complete(events) and len(events) == 203 for events in results)
@@ -110,3 +116,7 @@ async def test_on_a_server_it_does_not_know_the_stream_stays_on_asgi(
                 await anyio.sleep(0.01)
         results = await asyncio.gather(*readers)
     assert all(_complete(events) and len(events) == 33 for events in results)
+    app = server.config.app
+    assert isinstance(app, FastAPI)
+    services: Services = app.state.services
+    assert services.counters.delivered == 3 * 33  # counted on this path too

@@ -14,9 +14,11 @@ from jobpulse.ids import new_job_id
 from jobpulse.keys import running_attempts_key
 from stack.redis_server import free_port
 from tests.conftest import Stack, StackFactory
+from tests.sse import read_events
 from web.limits import StreamSlots
-from web.metrics import StreamCounters, WebMetrics
+from web.metrics import WebMetrics
 from web.queue import JobQueue
+from web.stream_counters import StreamCounters
 
 pytestmark = pytest.mark.anyio
 
@@ -128,6 +130,16 @@ async def test_metrics_endpoint_counts_submissions_queue_and_open_streams(make_s
 
     paths = (await stack.client.get("/openapi.json")).json()["paths"]
     assert "/metrics" not in paths  # for operators, not API clients
+
+
+async def test_events_delivered_counts_each_event_written_to_each_stream(make_stack: StackFactory) -> None:
+    stack = await make_stack(progress_interval_ms=0)
+    job = await stack.submit(steps=10, interval_ms=5, start_delay_ms=300)
+    before = value(await scrape(stack), "jobpulse_web_events_delivered_total")
+    results = await asyncio.gather(*(read_events(stack.client, job["id"]) for _ in range(3)))
+    assert [len(events) for events in results] == [13, 13, 13]
+    after = value(await scrape(stack), "jobpulse_web_events_delivered_total")
+    assert before == 0 and after == 3 * 13
 
 
 async def test_a_metrics_token_is_required_once_set(make_stack: StackFactory) -> None:

@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 from jobpulse.logs import JsonFormatter
 from jobpulse.settings import Settings
 from web.limits import StreamSlots
-from web.metrics import StreamCounters, WebMetrics
+from web.metrics import WebMetrics
 from web.queue import JobQueue
+from web.stream_counters import StreamCounters
 from worker import metrics as worker_metrics
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "OBSERVABILITY.md").read_text()

@@ -31,6 +31,7 @@ _KEEPALIVE = encode_chunk(encode_comment("keep-alive"))
 class DetachedStream(asyncio.Protocol):
     __slots__ = (
         "_clock",
+        "_counters",
         "_due",
         "_ended",
         "_fetch",
@@ -61,6 +62,7 @@ class DetachedStream(asyncio.Protocol):
     ) -> None:
         self._hub = hub
         self._pending = hub.pending_writes
+        self._counters = hub.counters
         self._due = False  # in `_pending`, to be flushed
         self._subscription = subscription
         self._clock = clock
@@ -112,11 +114,14 @@ class DetachedStream(asyncio.Protocol):
         """Drop a client whose socket has taken nothing for `send_timeout_s`; keep a quiet stream alive."""
         if self._paused_since:
             if now - self._paused_since > self._send_timeout_s and self._transport is not None:
+                job_id = self._subscription.job_id
                 logger.warning(
                     "job %s: client took no bytes for %g s; dropped",
-                    self._subscription.job_id,
+                    job_id,
                     self._send_timeout_s,
+                    extra={"job_id": job_id},
                 )
+                self._counters.slow_dropped += 1
                 self._paused_since = 0.0
                 self._ended = True  # nothing more is written; `connection_lost` follows and cleans up
                 self._transport.abort()
@@ -158,12 +163,16 @@ class DetachedStream(asyncio.Protocol):
             lost = await self._subscription.fill()
         except RedisError as exc:
             # Catching up needs Redis; without it, end the stream cleanly and let the client resume.
-            logger.warning("job %s: stream ended, Redis unavailable: %s", self._subscription.job_id, exc)
+            job_id = self._subscription.job_id
+            logger.warning(
+                "job %s: stream ended, Redis unavailable: %s", job_id, exc, extra={"job_id": job_id}
+            )
             self._fetch = None
             self._end(encode_retry(self._reconnect_ms))
             return
         except Exception:
-            logger.exception("job %s: stream ended by an unexpected error", self._subscription.job_id)
+            job_id = self._subscription.job_id
+            logger.exception("job %s: stream ended by an unexpected error", job_id, extra={"job_id": job_id})
             self._fetch = None
             self._end(encode_retry(self._reconnect_ms))
             return
@@ -173,6 +182,7 @@ class DetachedStream(asyncio.Protocol):
         self._pump()
 
     def _write_events(self, events: list[StoredEvent]) -> None:
+        self._counters.delivered += len(events)
         if len(events) == 1:
             self._write(events[0].chunk)
         elif self._transport is not None:

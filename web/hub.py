@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from jobpulse import keys
 from jobpulse.events import from_live_message
 from web.pending_writes import PendingWrites
+from web.stream_counters import StreamCounters
 from web.subscription import EventSource, Subscription
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Hub:
         subscribe_timeout_s: float = 5.0,
         ping_interval_s: float = 5.0,
         vanished_check_s: float = 15.0,
+        counters: StreamCounters | None = None,
     ) -> None:
         self._redis = redis
         self._source = source
@@ -63,10 +65,15 @@ class Hub:
         self._reader: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self.reconnects = 0
+        # This process's stream counters (web/metrics.py): the hub's reconnects, and its streams' work.
+        self.counters = counters or StreamCounters()
         self._last_heard = 0.0
         self._closing = False
         self.pending_writes = PendingWrites()  # streams written to after each read (web/detached_stream.py)
+
+    @property
+    def reconnects(self) -> int:
+        return self.counters.hub_reconnects
 
     @property
     def subscription_count(self) -> int:
@@ -218,7 +225,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                self.reconnects += 1
+                self.counters.hub_reconnects += 1
                 logger.warning("hub: Redis pub/sub connection lost (%s); reconnecting", exc)
             except Exception:
                 logger.exception("hub: unexpected error; reconnecting")

@@ -3,12 +3,12 @@
 Each app has a registry of its own, not prometheus-client's global one: tests build many apps in one
 process, and two apps must not share (or collide on) counters.
 
-Nothing here is updated per event. The stream code bumps plain integers on a `StreamCounters` (an
-attribute increment, ~20 ns; a prometheus `Counter.inc()` takes a lock, and it would run once per event
-per watcher), and a collector reads those, the open-stream slots and the queue's counts when Prometheus
-scrapes. Per-process values are meant to be summed over web processes (`sum(rate(...))`); the queue
-gauges are read from Redis and are the same on every web process (use `max`, not `sum`). The full list,
-with what each means: docs/OBSERVABILITY.md.
+Nothing here is updated per event. The stream code bumps plain integers on a `StreamCounters`
+(`web/stream_counters.py`; an attribute increment, ~20 ns; a prometheus `Counter.inc()` takes a lock,
+and it would run once per event per watcher), and a collector reads those, the open-stream slots and
+the queue's counts when Prometheus scrapes. Per-process values are meant to be summed over web
+processes (`sum(rate(...))`); the queue gauges are read from Redis and are the same on every web
+process (use `max`, not `sum`). The full list, with what each means: docs/OBSERVABILITY.md.
 """
 
 import asyncio
@@ -28,27 +28,10 @@ from redis.exceptions import RedisError
 from jobpulse.tasks import TASK_PARAMS
 from web.limits import StreamSlots
 from web.queue import JobQueue
+from web.stream_counters import StreamCounters
 
 # Prometheus gives up on a scrape after 10 s by default; the queue's counts are dropped well before.
 QUEUE_READ_TIMEOUT_S = 2.0
-
-
-class StreamCounters:
-    """Counts the event streams' work in this process; bumped in place by the stream code.
-
-    - `delivered`: events written to SSE clients (a chunk of three events adds 3; keep-alives add 0).
-    - `slow_dropped`: streams dropped because the client took no bytes for `JOBPULSE_SEND_TIMEOUT_S`.
-    - `hub_reconnects`: times the hub's pub/sub connection to Redis was lost and made again.
-
-    Plain ints on `__slots__`: a scrape reads them from the same event loop thread that bumps them.
-    """
-
-    __slots__ = ("delivered", "hub_reconnects", "slow_dropped")
-
-    def __init__(self) -> None:
-        self.delivered = 0
-        self.slow_dropped = 0
-        self.hub_reconnects = 0
 
 
 class _WebCollector(Collector):

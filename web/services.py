@@ -11,9 +11,10 @@ from jobpulse.store import JobStore
 from web.access import AccessPolicy
 from web.hub import Hub
 from web.limits import StreamSlots, SubmissionRate, stream_capacity
-from web.metrics import StreamCounters, WebMetrics
+from web.metrics import WebMetrics
 from web.queue import JobQueue
 from web.stream_clock import StreamClock
+from web.stream_counters import StreamCounters
 
 # Shown by `CLIENT LIST`, so operators (and tests) can count the web processes' connections.
 WEB_CLIENT_NAME = "jobpulse-web"
@@ -61,6 +62,7 @@ class Services:
             ping_interval_s=settings.hub_ping_interval_s,
             # Idle streams are touched this often anyway (keep-alives): check their jobs still exist.
             vanished_check_s=settings.keepalive_s,
+            counters=counters,
         )
         await hub.start()
         clock = StreamClock.for_deadlines(settings.keepalive_s, settings.send_timeout_s)

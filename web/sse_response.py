@@ -122,8 +122,10 @@ class SubscriptionResponse(EventSourceResponse):
         loop = asyncio.get_running_loop()
         self._last_write = loop.time()
         keepalive = encode_comment("keep-alive")
+        subscription, counters = self._subscription, self._hub.counters
+        counted = subscription.handed_out
         try:
-            while (chunk := await self._subscription.next_chunk()) is not None:
+            while (chunk := await subscription.next_chunk()) is not None:
                 self._sending_since = loop.time()
                 try:
                     await send({"type": "http.response.body", "body": chunk or keepalive, "more_body": True})
@@ -137,15 +139,22 @@ class SubscriptionResponse(EventSourceResponse):
                     asyncio.current_task().uncancel()  # type: ignore[union-attr]
                     logger.warning(
                         "job %s: client took no bytes for %g s; dropped",
-                        self._subscription.job_id,
+                        subscription.job_id,
                         self._send_timeout_s,
+                        extra={"job_id": subscription.job_id},
                     )
+                    counters.slow_dropped += 1
                     return
                 # One clock read per send: a keep-alive counts from when the last send began.
                 self._last_write, self._sending_since = self._sending_since, 0.0
+                counters.delivered += subscription.handed_out - counted
+                counted = subscription.handed_out
         except RedisError as exc:
             # Catching up needs Redis; without it, end the stream cleanly and let the client resume.
-            logger.warning("job %s: stream ended, Redis unavailable: %s", self._subscription.job_id, exc)
+            job_id = subscription.job_id
+            logger.warning(
+                "job %s: stream ended, Redis unavailable: %s", job_id, exc, extra={"job_id": job_id}
+            )
         # Cut short (shutdown, Redis gone): reconnect soon; a `retry:` line takes effect once it is read.
         ending = encode_retry(RECONNECT_SOON_MS) if not self._subscription.finished else b""
         await send({"type": "http.response.body", "body": ending, "more_body": False})

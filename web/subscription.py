@@ -47,6 +47,7 @@ class Subscription:
         "_waiter",
         "closed",
         "finished",
+        "handed_out",
         "job_id",
     )
 
@@ -65,6 +66,7 @@ class Subscription:
         # A bare future rather than an asyncio.Event: one allocation per wait, no waiter list.
         self._waiter: asyncio.Future[None] | None = None
         self._on_news: Callable[[], None] | None = None
+        self.handed_out = 0  # events handed out so far, for the delivery count
         self.finished = False  # the terminal event was handed out
         self.closed = False  # the hub is going away
 
@@ -161,6 +163,7 @@ class Subscription:
                 self.finished = True
                 del events[index + 1 :]
                 break
+        self.handed_out += len(events)
         return events
 
     def _take_queued(self) -> bytes:
