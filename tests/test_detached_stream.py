@@ -160,3 +160,18 @@ async def test_a_closed_subscription_ends_with_a_short_retry() -> None:
     await _next_loop_turns()
     assert setup.transport.writes == [encode_chunk(b"retry: 250\n") + LAST_CHUNK]
     assert setup.transport.closed
+
+
+async def test_the_opening_goes_out_with_the_replay_in_one_write() -> None:
+    setup = Setup(history_size=2)
+    setup.stream.start(setup.transport, opening=b": connected\n")
+    await _next_loop_turns()
+    replay = b"".join(event.chunk for event in setup.history.events)
+    assert setup.transport.writes == [encode_chunk(b": connected\n") + replay]
+
+
+async def test_the_opening_goes_out_alone_when_there_is_nothing_to_replay() -> None:
+    setup = Setup()
+    setup.stream.start(setup.transport, opening=b": connected\n")
+    await _next_loop_turns()
+    assert setup.transport.writes == [encode_chunk(b": connected\n")]

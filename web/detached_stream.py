@@ -38,6 +38,7 @@ class DetachedStream(asyncio.Protocol):
         "_hub",
         "_keepalive_s",
         "_on_close",
+        "_opening",
         "_paused_since",
         "_pending",
         "_quiet_since",
@@ -71,6 +72,7 @@ class DetachedStream(asyncio.Protocol):
         self._send_timeout_s = send_timeout_s
         self._reconnect_ms = reconnect_ms
         self._transport: asyncio.Transport | None = None
+        self._opening = b""  # framed bytes to put before whatever is written first
         self._fetch: asyncio.Task[None] | None = None
         self._paused_since = 0.0  # loop time the transport asked us to stop writing; 0: it did not
         self._quiet_since = 0.0  # loop time of the clock tick that last saw no write since the one before
@@ -78,9 +80,13 @@ class DetachedStream(asyncio.Protocol):
         self._ended = False  # the last chunk is written (or the connection is gone)
         self._released = False
 
-    def start(self, transport: asyncio.Transport) -> None:
-        """Serve the stream on `transport` (already driving this protocol) from now on."""
+    def start(self, transport: asyncio.Transport, *, opening: bytes = b"") -> None:
+        """Serve the stream on `transport` (already driving this protocol) from now on.
+
+        `opening` goes out with the first write, which comes at once or after one read of Redis.
+        """
         self._transport = transport
+        self._opening = encode_chunk(opening) if opening else b""
         self._quiet_since = asyncio.get_running_loop().time()
         self._clock.add(self)
         self._subscription.attach(self._schedule)
@@ -177,20 +183,30 @@ class DetachedStream(asyncio.Protocol):
             self._end(encode_retry(self._reconnect_ms))
             return
         self._fetch = None
-        if lost and not self._ended:
+        if self._ended:
+            return
+        if lost:
             self._write(encode_chunk(lost))
         self._pump()
+        if self._opening and not self._ended:
+            self._write(b"")  # nothing to replay: the opening goes out alone
 
     def _write_events(self, events: list[StoredEvent]) -> None:
         self._counters.delivered += len(events)
-        if len(events) == 1:
+        if len(events) == 1 and not self._opening:
             self._write(events[0].chunk)
         elif self._transport is not None:
-            self._transport.writelines([event.chunk for event in events])
+            chunks = [event.chunk for event in events]
+            if self._opening:
+                chunks.insert(0, self._opening)
+                self._opening = b""
+            self._transport.writelines(chunks)
             self._wrote = True
 
     def _write(self, data: bytes) -> None:
         if self._transport is not None:
+            if self._opening:
+                data, self._opening = self._opening + data, b""
             self._transport.write(data)
             self._wrote = True
 
@@ -200,7 +216,7 @@ class DetachedStream(asyncio.Protocol):
         self._ended = True
         self._release()  # no more live events: the hub may unsubscribe now
         if self._transport is not None:
-            self._transport.write(encode_chunk(tail) + LAST_CHUNK if tail else LAST_CHUNK)
+            self._write(encode_chunk(tail) + LAST_CHUNK if tail else LAST_CHUNK)
             # The response is complete; the connection is not handed back to the server for another
             # request, so it closes (after the buffered bytes are out; the clock still watches them).
             self._transport.close()

@@ -65,23 +65,32 @@ class SubscriptionResponse(EventSourceResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._task = asyncio.current_task()
+        # The first bytes go out at once, so clients and proxies see a live stream before any event; the
+        # `retry:` line takes effect as soon as a client reads it, event or no event.
+        opening = encode_comment("connected") + encode_retry(self._retry_ms)
         try:
-            await self._open(send)
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            detached = DetachedStream(
+                self._hub,
+                self._subscription,
+                self._clock,
+                on_close=self._on_close,
+                keepalive_s=self._keepalive_s,
+                send_timeout_s=self._send_timeout_s,
+                reconnect_ms=RECONNECT_SOON_MS,
+            )
+            if (transport := take_over(scope, detached)) is not None:
+                # The stream is the connection's now, and this request is done. Its opening goes out
+                # with the first write, a replay of the history (one round trip to Redis away) or
+                # nothing: one write per new stream fewer.
+                detached.start(transport, opening=opening)
+                return
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
         except BaseException:
             self._release()
             raise
-        detached = DetachedStream(
-            self._hub,
-            self._subscription,
-            self._clock,
-            on_close=self._on_close,
-            keepalive_s=self._keepalive_s,
-            send_timeout_s=self._send_timeout_s,
-            reconnect_ms=RECONNECT_SOON_MS,
-        )
-        if (transport := take_over(scope, detached)) is not None:
-            detached.start(transport)  # the stream is the connection's now; this request is done
-            return
         watcher = asyncio.ensure_future(self._close_on_disconnect(receive))
         self._clock.add(self)
         try:
@@ -110,13 +119,6 @@ class SubscriptionResponse(EventSourceResponse):
         while (await receive())["type"] != "http.disconnect":
             pass
         self._subscription.close()
-
-    async def _open(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        # The first bytes go out at once, so clients and proxies see a live stream before any event; the
-        # `retry:` line takes effect as soon as a client reads it, event or no event.
-        opening = encode_comment("connected") + encode_retry(self._retry_ms)
-        await send({"type": "http.response.body", "body": opening, "more_body": True})
 
     async def _write(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
