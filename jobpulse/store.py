@@ -172,6 +172,20 @@ def to_json(value: object) -> str:
     return json.dumps(to_jsonable_python(value, fallback=repr), separators=(",", ":"), ensure_ascii=False)
 
 
+# A job's state and the events after ARGV[1] (at most ARGV[2]), read as one snapshot in one round trip:
+# what a new watcher of an already watched job needs before its first byte.
+_STATE_AND_EVENTS = """
+return {
+  redis.call('HGETALL', KEYS[1]),
+  redis.call('XRANGE', KEYS[2], '0-' .. (tonumber(ARGV[1]) + 1), '+', 'COUNT', ARGV[2])
+}
+"""
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 class JobStore:
     def __init__(self, redis: "Redis", settings: Settings) -> None:
         self._redis = redis
@@ -179,6 +193,7 @@ class JobStore:
         self._retention_s = settings.retention_s
         self._active_ttl_s = settings.active_ttl_s
         self._append = redis.register_script(_APPEND)
+        self._state_and_events = redis.register_script(_STATE_AND_EVENTS)
         # Write ids are this store's random name and a count: unique per write, and cheaper than fresh
         # random bytes for each.
         self._writer = secrets.token_hex(8)
@@ -342,6 +357,16 @@ class JobStore:
         """Up to `count` events with ids greater than `after`, oldest first."""
         entries = await self._redis.xrange(keys.events_key(job_id), min=f"0-{after + 1}", count=count)
         return [from_stream_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def state_and_events(
+        self, job_id: str, after: int, count: int
+    ) -> tuple[JobState | None, list[StoredEvent]]:
+        """`get` and `read_events` at once, as one consistent snapshot."""
+        raw, entries = await self._state_and_events(
+            keys=[keys.state_key(job_id), keys.events_key(job_id)], args=[after, count]
+        )
+        state = _parse_state(job_id, _pairs(raw)) if raw else None
+        return state, [from_stream_entry(entry_id, _pairs(fields)) for entry_id, fields in entries]
 
     async def first_retained_id(self, job_id: str) -> int | None:
         entries = await self._redis.xrange(keys.events_key(job_id), count=1)

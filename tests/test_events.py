@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
 from jobpulse import keys
+from jobpulse.status import JobStatus
 from tests.conftest import Stack, StackFactory
 from tests.sse import Event, ids, read_events
 from web.deps import ServicesDep
@@ -83,6 +84,48 @@ async def test_resume_from_the_middle_gets_exactly_the_rest(stack: Stack, how: s
     assert_complete(first + rest)
     everything = await read_events(stack.client, job["id"])
     assert first + rest == everything
+
+
+async def test_watchers_of_an_already_watched_job_read_state_and_history_in_one_round_trip(
+    make_stack: StackFactory,
+) -> None:
+    """Later watchers take `Hub.open_watched` and one script read; their answers match the first's path."""
+    stack = await make_stack(stream_maxlen=10, with_worker=False)
+    job = await stack.submit(steps=1, interval_ms=0)  # `queued` is event 1; no worker runs it
+    store, hub = stack.web.services.store, stack.web.services.hub
+    await store.set_status(job["id"], JobStatus.RUNNING, attempt=1)  # event 2
+    for progress in range(1, 30):  # events 3..31: 22..31 are retained
+        await store.set_progress(job["id"], attempt=1, progress=progress)
+    first = asyncio.create_task(read_events(stack.client, job["id"]))  # subscribes the job's channel
+    with anyio.fail_after(5):
+        while hub.subscription_count < 1:
+            await anyio.sleep(0.01)
+
+    async def evalsha_calls() -> int:
+        stats = await stack.redis.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    await store.state_and_events(job["id"], 0, 1)  # the script is loaded: one EVALSHA per read from now
+    before = await evalsha_calls()
+    late = asyncio.create_task(read_events(stack.client, job["id"]))
+    resumed = asyncio.create_task(read_events(stack.client, job["id"], last_event_id="2"))
+    ahead = await stack.client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": "99"})
+    assert ahead.status_code == 400 and "ahead of this job's newest event (31)" in ahead.text
+    with anyio.fail_after(5):
+        while stack.web.services.counters.delivered < 3 * 10:  # all three have their replay
+            await anyio.sleep(0.01)
+    await store.set_status(job["id"], JobStatus.CANCELLED, attempt=1)  # one EVALSHA, the append
+    history = await first
+    assert ids(history) == list(range(22, 33)) and history[-1].data["status"] == "cancelled"
+    assert await late == history
+    lost, *rest = await resumed
+    assert lost.event == "lost" and lost.data["last_event_id"] == 2 and lost.data["first_retained_id"] == 22
+    assert rest == history
+    assert hub.subscription_count == 0
+    # One read each for the three, no separate state and history reads, and the append.
+    assert await evalsha_calls() - before == 3 + 1
+    at_the_end = await stack.client.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": "32"})
+    assert at_the_end.status_code == 204
 
 
 async def test_header_wins_over_query_parameter(stack: Stack) -> None:

@@ -133,6 +133,21 @@ class Hub:
             raise
         return subscription
 
+    def open_watched(self, job_id: str, after: int) -> Subscription | None:
+        """A subscription to a job already watched here, with its read of the events after `after` begun.
+
+        None if the job's channel is not confirmed subscribed (or the process is stopping): use `open`.
+        The caller reads the history (`Subscription.read_size` events) and hands it to `end_read`, or
+        releases the subscription; live events meanwhile wait to be spliced in after what it reads.
+        """
+        channel = self._channels.get(keys.live_channel(job_id).encode())
+        if channel is None or not channel.ready.is_set() or self._closing:
+            return None
+        subscription = Subscription(job_id, after, self._source, self._max_buffered)
+        channel.subscriptions.add(subscription)
+        subscription.begin_read()
+        return subscription
+
     def release(self, subscription: Subscription) -> None:
         """Forget a subscription at once; the channel is unsubscribed when its last one leaves."""
         name = keys.live_channel(subscription.job_id).encode()

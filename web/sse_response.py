@@ -48,8 +48,11 @@ class SubscriptionResponse(EventSourceResponse):
         keepalive_s: float,
         retry_ms: int,
         send_timeout_s: float,
+        lost: bytes = b"",
     ) -> None:
+        """`lost`: the encoded `lost` event a resuming client is owed first, if it was read already."""
         super().__init__(content=iter(()), headers=SSE_HEADERS)
+        self._lost = lost
         self._hub = hub
         self._subscription = subscription
         self._clock = clock
@@ -67,7 +70,7 @@ class SubscriptionResponse(EventSourceResponse):
         self._task = asyncio.current_task()
         # The first bytes go out at once, so clients and proxies see a live stream before any event; the
         # `retry:` line takes effect as soon as a client reads it, event or no event.
-        opening = encode_comment("connected") + encode_retry(self._retry_ms)
+        opening = encode_comment("connected") + encode_retry(self._retry_ms) + self._lost
         try:
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}

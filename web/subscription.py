@@ -178,17 +178,32 @@ class Subscription:
         Returns the encoded `lost` event to send before them if some of what the client asked for is no
         longer retained, else b"".
         """
-        self._behind = False
-        self._fetching = True
+        self.begin_read()
         try:
             events = await self._source.read_events(self.job_id, self._tail, self._fetch_batch)
-        finally:
+        except BaseException:
             self._fetching = False
+            raise
+        state = await self._source.get(self.job_id) if self._lost_before(events) else None
+        return self.end_read(events, state)
+
+    @property
+    def read_size(self) -> int:
+        """How many events one read of the stream asks for."""
+        return self._fetch_batch
+
+    def begin_read(self) -> None:
+        """A read of the events after `_tail` starts now: live events meanwhile wait to be spliced in."""
+        self._behind = False
+        self._fetching = True
+
+    def end_read(self, events: list[StoredEvent], state: JobState | None) -> bytes:
+        """Queue what the read begun by `begin_read` found (`read_size` at most); `state` is the job's,
+        needed only if `_lost_before(events)`. Returns the `lost` event to send first, or b""."""
+        self._fetching = False
         prefix = b""
-        # A fresh subscriber (tail 0) simply starts at the oldest retained event; one that had events
-        # and asked for what follows them is told that some are gone.
-        if events and events[0].id > self._tail + 1 and self._tail > 0:
-            prefix = await self._lost_signal(first_retained=events[0].id)
+        if state is not None and self._lost_before(events):
+            prefix = lost_event_sse(state, last_event_id=self._tail, first_retained_id=events[0].id)
         for event in events:
             if event.id > self._tail:
                 self._queue.append(event)
@@ -198,6 +213,11 @@ class Subscription:
         self._splice_early()
         return prefix
 
+    def _lost_before(self, events: list[StoredEvent]) -> bool:
+        """A fresh subscriber (tail 0) simply starts at the oldest retained event; one that had events and
+        asked for what follows them is told when some are gone."""
+        return bool(events) and events[0].id > self._tail + 1 and self._tail > 0
+
     def _splice_early(self) -> None:
         while (event := self._early.pop(self._tail + 1, None)) is not None:
             self._queue.append(event)
@@ -205,9 +225,3 @@ class Subscription:
         if any(event_id > self._tail for event_id in self._early):
             self._behind = True  # still a gap before them: read it from the stream
         self._early = {k: v for k, v in self._early.items() if k > self._tail}
-
-    async def _lost_signal(self, first_retained: int) -> bytes:
-        state = await self._source.get(self.job_id)
-        if state is None:
-            return b""
-        return lost_event_sse(state, last_event_id=self._tail, first_retained_id=first_retained)

@@ -9,6 +9,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.types import Receive, Scope, Send
 
+from jobpulse.store import JobNotFound, JobState
 from web.deps import ServicesDep, get_services, services_of
 from web.errors import ERROR_BODY, BadRequest
 from web.guards import TOO_MANY, UNAUTHORIZED, JobReaderDep, bearer, get_access, job_reader, token_query
@@ -148,28 +149,55 @@ async def stream_events(
 ) -> Response:
     after = _resume_point(last_event_id_header, last_event_id)
     settings = services.settings
-    state = await load_job(services.store, job_id)
-    if after > state.last_event_id:
-        raise BadRequest(
-            400, f"Last-Event-ID {after} is ahead of this job's newest event ({state.last_event_id})."
-        )
-    if state.is_terminal and after >= state.last_event_id:
-        return Response(status_code=204, headers=SSE_HEADERS)
-    slot = services.streams.take(caller.identity)
-    try:
-        subscription = await services.hub.open(job_id, after)
-    except BaseException:
-        slot.release()
-        raise
+    hub = services.hub
+    lost = b""
+    subscription = hub.open_watched(job_id, after)
+    if subscription is None:
+        state = await load_job(services.store, job_id)
+        if refusal := _refusal(state, after):
+            return refusal
+        slot = services.streams.take(caller.identity)
+        try:
+            subscription = await hub.open(job_id, after)
+        except BaseException:
+            slot.release()
+            raise
+    else:
+        # The job is watched here already, its channel live: the state and the history to replay come
+        # in one read, and the stream's first write carries them.
+        try:
+            found, events = await services.store.state_and_events(job_id, after, subscription.read_size)
+            if found is None:
+                raise JobNotFound(job_id)
+            if refusal := _refusal(found, after):
+                hub.release(subscription)
+                return refusal
+            slot = services.streams.take(caller.identity)
+        except BaseException:
+            hub.release(subscription)
+            raise
+        lost = subscription.end_read(events, found)
     return SubscriptionResponse(
-        services.hub,
+        hub,
         subscription,
         services.clock,
         on_close=slot.release,
         keepalive_s=settings.keepalive_s,
         retry_ms=settings.sse_retry_ms,
         send_timeout_s=settings.send_timeout_s,
+        lost=lost,
     )
+
+
+def _refusal(state: JobState, after: int) -> Response | None:
+    """400 for a resume point ahead of the job's history, 204 for one at its terminal event, else None."""
+    if after > state.last_event_id:
+        raise BadRequest(
+            400, f"Last-Event-ID {after} is ahead of this job's newest event ({state.last_event_id})."
+        )
+    if state.is_terminal and after >= state.last_event_id:
+        return Response(status_code=204, headers=SSE_HEADERS)
+    return None
 
 
 async def _serve(request: Request, job_id: str) -> Response:
