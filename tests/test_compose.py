@@ -159,6 +159,13 @@ def test_only_the_proxy_publishes_a_port_so_web_and_worker_scale() -> None:
         assert "hostname" not in service, f"{name}: the worker's health check key is named for its host"
 
 
+def test_workers_serve_metrics_on_the_compose_network_only() -> None:
+    """Every worker container on the same port (each has its own address), none published on the host."""
+    worker = _resolved()["worker"]
+    assert worker["environment"]["JOBPULSE_WORKER_METRICS_PORT"] == "9100"
+    assert "ports" not in worker and worker["expose"] == ["9100"]
+
+
 def test_every_service_is_health_checked_and_starts_after_what_it_needs() -> None:
     services = _resolved()
     assert all("healthcheck" in service for service in services.values())

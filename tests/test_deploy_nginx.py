@@ -188,6 +188,14 @@ def test_requests_are_spread_over_both_web_processes(proxied: Proxied) -> None:
     assert all(count >= 3 for count in counts), counts
 
 
+def test_metrics_are_not_served_on_the_public_side(proxied: Proxied) -> None:
+    with httpx.Client(base_url=proxied.url, timeout=10) as client:
+        assert client.get("/metrics").status_code == 404
+    # Behind the proxy, on the private network, Prometheus scrapes each web process directly.
+    web_port = proxied.webs[0].args[proxied.webs[0].args.index("--port") + 1]
+    assert httpx.get(f"http://127.0.0.1:{web_port}/metrics", timeout=10).status_code == 200
+
+
 def test_the_web_sees_the_clients_address_not_one_it_claims(proxied: Proxied) -> None:
     """The proxy replaces X-Forwarded-For: a client cannot pick the address its per-client limits use.
 

@@ -180,6 +180,8 @@ async def test_stream_headers_opening_comment_and_keepalive(make_stack: StackFac
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
         assert response.headers["x-accel-buffering"] == "no"
+        # The connection ends with the stream: a proxy must not queue its next request behind it.
+        assert response.headers["connection"] == "close"
         received = b""
         with anyio.fail_after(5):
             async for chunk in response.aiter_bytes():

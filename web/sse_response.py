@@ -26,6 +26,10 @@ from web.subscription import Subscription
 logger = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# A stream's connection closes when the stream ends (a handed-off stream cannot give it back to the server
+# for another request). Said up front, so that a proxy keeping connections to the web process open for
+# reuse (nginx's `keepalive`) never sends its next request down one that is closing.
+STREAM_HEADERS = {**SSE_HEADERS, "Connection": "close"}
 
 # The reconnection delay suggested to clients whose stream is cut short (shutdown, Redis unavailable).
 RECONNECT_SOON_MS = 250
@@ -51,7 +55,7 @@ class SubscriptionResponse(EventSourceResponse):
         lost: bytes = b"",
     ) -> None:
         """`lost`: the encoded `lost` event a resuming client is owed first, if it was read already."""
-        super().__init__(content=iter(()), headers=SSE_HEADERS)
+        super().__init__(content=iter(()), headers=STREAM_HEADERS)
         self._lost = lost
         self._hub = hub
         self._subscription = subscription
