@@ -166,6 +166,11 @@ def test_workers_serve_metrics_on_the_compose_network_only() -> None:
     assert "ports" not in worker and worker["expose"] == ["9100"]
 
 
+def test_web_may_hold_thousands_of_streams() -> None:
+    """The stream limit follows the open-file limit (web/limits.py): a container's 1,024 would be 768."""
+    assert _resolved()["web"]["ulimits"]["nofile"] == {"soft": 65536, "hard": 65536}
+
+
 def test_every_service_is_health_checked_and_starts_after_what_it_needs() -> None:
     services = _resolved()
     assert all("healthcheck" in service for service in services.values())
