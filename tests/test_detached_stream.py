@@ -175,3 +175,16 @@ async def test_the_opening_goes_out_alone_when_there_is_nothing_to_replay() -> N
     setup.stream.start(setup.transport, opening=b": connected\n")
     await _next_loop_turns()
     assert setup.transport.writes == [encode_chunk(b": connected\n")]
+
+
+async def test_a_client_that_keeps_sending_after_its_request_is_cut_off() -> None:
+    setup = Setup()
+    await setup.start()
+    setup.stream.data_received(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")  # a little: ignored
+    assert not setup.transport.aborted
+    for _ in range(16):
+        setup.stream.data_received(b"x" * 4096)
+    assert setup.transport.aborted
+    setup.history.publish(setup.subscription)
+    await _next_loop_turns()
+    assert setup.transport.writes == []  # nothing more is written to it

@@ -26,6 +26,8 @@ from web.subscription import Subscription
 logger = logging.getLogger(__name__)
 
 _KEEPALIVE = encode_chunk(encode_comment("keep-alive"))
+# What a client may send on a stream's connection after its request before the connection is cut.
+_MAX_IGNORED_BYTES = 64 * 1024
 
 
 class DetachedStream(asyncio.Protocol):
@@ -36,6 +38,7 @@ class DetachedStream(asyncio.Protocol):
         "_ended",
         "_fetch",
         "_hub",
+        "_ignored",
         "_keepalive_s",
         "_on_close",
         "_opening",
@@ -79,6 +82,7 @@ class DetachedStream(asyncio.Protocol):
         self._wrote = False  # written since the last tick
         self._ended = False  # the last chunk is written (or the connection is gone)
         self._released = False
+        self._ignored = 0  # bytes the client sent after its request
 
     def start(self, transport: asyncio.Transport, *, opening: bytes = b"") -> None:
         """Serve the stream on `transport` (already driving this protocol) from now on.
@@ -95,7 +99,12 @@ class DetachedStream(asyncio.Protocol):
     # The transport's side.
 
     def data_received(self, data: bytes) -> None:
-        pass  # an SSE client has nothing more to say; whatever it sends is dropped
+        # An SSE client has nothing more to say (its response said `Connection: close`, so not even another
+        # request): a little is dropped, a flood ends the stream rather than cost us CPU for nothing.
+        self._ignored += len(data)
+        if self._ignored > _MAX_IGNORED_BYTES and self._transport is not None:
+            self._ended = True
+            self._transport.abort()
 
     def pause_writing(self) -> None:
         self._paused_since = asyncio.get_running_loop().time()
