@@ -63,6 +63,7 @@ def take_over(scope: Scope, protocol: asyncio.BaseProtocol) -> asyncio.Transport
     ):
         return None
     write_paused = cycle.flow.write_paused
+    del scope[RAW_SEND]  # the cycle's bound `send` in its own scope: a cycle only the collector would free
     # The request cycle ends quietly: with its client "gone", uvicorn neither answers 500 nor closes the
     # connection when the app returns, and its send and receive do nothing from here on.
     cycle.disconnected = True
