@@ -2,10 +2,10 @@
 
 An SSE response lives for minutes to hours, and while it lives under ASGI it keeps everything the
 server and the app built to answer one request: uvicorn's parser, request cycle and events, the
-request's task and the frames of every middleware. That was about 9 KiB of the web's memory per open
-stream, and every event woke each stream's task to pass through the same layers. After the head (and
-the opening comment) have gone out through the app as usual, none of that is needed: what is left of
-the response is bytes written to a socket. So the stream takes the socket's transport for itself
+request's task and the frames of every middleware. That was about 13 KiB of the web's memory per open
+stream, and every event woke each stream's task to pass through the same layers. After the head has
+gone out through the app and its middleware as usual, none of that is needed: what is left of the
+response is bytes written to a socket. So the stream takes the socket's transport for itself
 (`transport.set_protocol`), tells uvicorn's request cycle that its client is gone, and lets the request
 task end.
 
@@ -42,8 +42,8 @@ def remember_server_send(scope: Scope, send: Send) -> None:
 def take_over(scope: Scope, protocol: asyncio.BaseProtocol) -> asyncio.Transport | None:
     """The connection's transport, now driving `protocol`; None (and nothing changed) if declined.
 
-    Call it after the response head and at least one body chunk were sent, and return from the ASGI
-    app right after: uvicorn then finishes the request without touching the connection again.
+    Call it once the response head has been sent (uvicorn has then chosen the chunked body), and return
+    from the ASGI app right after: uvicorn finishes the request without touching the connection again.
     """
     cycle: Any = getattr(scope.get(RAW_SEND), "__self__", None)
     if RequestResponseCycle is None or type(cycle) is not RequestResponseCycle:
