@@ -176,18 +176,18 @@ class DetachedStream(asyncio.Protocol):
     async def _read_redis(self) -> None:
         try:
             lost = await self._subscription.fill()
-        except RedisError as exc:
-            # Catching up needs Redis; without it, end the stream cleanly and let the client resume.
+        except Exception as exc:
+            # Catching up needs Redis; without it (or after a bug), end the stream cleanly: the client
+            # resumes with Last-Event-ID.
             job_id = self._subscription.job_id
-            logger.warning(
-                "job %s: stream ended, Redis unavailable: %s", job_id, exc, extra={"job_id": job_id}
-            )
-            self._fetch = None
-            self._end(encode_retry(self._reconnect_ms))
-            return
-        except Exception:
-            job_id = self._subscription.job_id
-            logger.exception("job %s: stream ended by an unexpected error", job_id, extra={"job_id": job_id})
+            if isinstance(exc, RedisError):
+                logger.warning(
+                    "job %s: stream ended, Redis unavailable: %s", job_id, exc, extra={"job_id": job_id}
+                )
+            else:
+                logger.exception(
+                    "job %s: stream ended by an unexpected error", job_id, extra={"job_id": job_id}
+                )
             self._fetch = None
             self._end(encode_retry(self._reconnect_ms))
             return

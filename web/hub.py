@@ -293,8 +293,9 @@ class Hub:
             except (ValueError, UnicodeDecodeError):
                 logger.warning("hub: ignoring a malformed message on %s", reply[1].decode(errors="replace"))
                 return
-            # A copy: a stream written to in `offer` may end, and leave the channel, there and then.
-            for subscription in tuple(channel.subscriptions):
+            # No copy of the set per event: `offer` only queues and schedules (the writes, and any ending
+            # of a stream, happen after this read: web/pending_writes.py), so nobody leaves it meanwhile.
+            for subscription in channel.subscriptions:
                 subscription.offer(event)
         elif kind == b"subscribe":
             channel = self._channels.get(reply[1])
