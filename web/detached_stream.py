@@ -94,7 +94,7 @@ class DetachedStream(asyncio.Protocol):
         self._quiet_since = asyncio.get_running_loop().time()
         self._clock.add(self)
         self._subscription.attach(self._schedule)
-        self._pump()
+        self.flush()
 
     # The transport's side.
 
@@ -111,7 +111,7 @@ class DetachedStream(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused_since = 0.0
-        self._pump()
+        self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._ended = True
@@ -155,11 +155,11 @@ class DetachedStream(asyncio.Protocol):
             self._pending.add(self)
 
     def flush(self) -> None:
-        self._due = False
-        self._pump()
+        """Write what the subscription has queued; start a read of Redis if it needs one.
 
-    def _pump(self) -> None:
-        """Write what the subscription has queued; start a read of Redis if it needs one."""
+        `PendingWrites` calls it once per hub read; the stream calls it itself when it may write again.
+        """
+        self._due = False  # if it was, a second flush this turn finds nothing to do
         if self._ended or self._paused_since or self._fetch is not None:
             return
         subscription = self._subscription
@@ -196,15 +196,18 @@ class DetachedStream(asyncio.Protocol):
             return
         if lost:
             self._write(encode_chunk(lost))
-        self._pump()
+        self.flush()
         if self._opening and not self._ended:
             self._write(b"")  # nothing to replay: the opening goes out alone
 
     def _write_events(self, events: list[StoredEvent]) -> None:
         self._counters.delivered += len(events)
-        if len(events) == 1 and not self._opening:
-            self._write(events[0].chunk)
-        elif self._transport is not None:
+        if self._transport is None:
+            return
+        if len(events) == 1 and not self._opening:  # the usual case: one event, as it is
+            self._transport.write(events[0].chunk)
+            self._wrote = True
+        else:
             chunks = [event.chunk for event in events]
             if self._opening:
                 chunks.insert(0, self._opening)

@@ -88,7 +88,10 @@ class Subscription:
         else:
             self._early.clear()
             self._behind = True
-        self._wake()
+        if (on_news := self._on_news) is not None:  # `_wake`, inlined: this runs once per delivery
+            on_news()
+        else:
+            self._wake()
 
     def mark_behind(self) -> None:
         """Live announcements may have been missed (the hub reconnected): re-read from the stream."""
@@ -158,11 +161,15 @@ class Subscription:
             return events
         self._queue = []
         self._keepalive_due = False  # events count as a sign of life
-        for index, event in enumerate(events):
-            if event.final:
+        if len(events) == 1:  # the usual case, without the loop
+            if events[0].final:
                 self.finished = True
-                del events[index + 1 :]
-                break
+        else:
+            for index, event in enumerate(events):
+                if event.final:
+                    self.finished = True
+                    del events[index + 1 :]
+                    break
         self.handed_out += len(events)
         return events
 
