@@ -11,25 +11,29 @@ Scenarios (each starts its own private redis-server, web process and worker/publ
   endpoint with no Redis at all (`ceiling_app.paced_app`): the least any design pays per delivery.
 - fanout: `--jobs` simulate jobs x `--watchers` SSE clients each, `--steps` updates `--interval-ms` apart.
 - fanout-light: the same at `--light-interval-ms`, so the offered load is about 20k deliveries/s.
-- hot: one job x `--hot-watchers` clients: web CPU per published update, latency.
+- hot: one job x `--hot-watchers` clients, `--hot-steps` updates `--hot-interval-ms` apart: web CPU per
+  published update, latency.
 - slow: one job x `--slow-readers` clients, run twice: alone, then with `--slow-stalled` more clients that
   stop reading after the response head: what they cost the web's memory, and whether the readers notice.
 - idle: `--idle-watchers` streams held open on one web process over `--idle-jobs` queued jobs.
 
 The load generator is a separate process (`--generators` of them) on raw sockets; its CPU is reported
 and flagged SATURATED when it was the bottleneck. Latency is the client's receive time minus the `ts`
-the publisher put in the event (both `time.time()`, same host). `--smoke` runs tiny sizes of jobpulse
-only and exits 1 unless every stream got every event once and in order.
+the publisher put in the event (both `time.time()`, same host). `--pin` gives the web process a CPU of
+its own, as a server's clients never share its cores; on a two-CPU machine everything else shares the
+other one. `--smoke` runs tiny sizes of jobpulse only and exits 1 unless every stream got every event
+once and in order.
 """
 
 import argparse
+import os
 import platform
 import sys
 import time
 import uuid
 
 from benchmarks.fanout.ceiling_app import EVENT as CEILING_EVENT
-from benchmarks.fanout.procs import raise_nofile
+from benchmarks.fanout.procs import raise_nofile, split_cpus
 from benchmarks.fanout.report import (
     CEILING_ROWS,
     IDLE_ROWS,
@@ -81,6 +85,7 @@ def run_streams(
         "procs": args.generators,
         "connect_concurrency": args.connect_concurrency,
         "timeout_s": args.timeout_s,
+        "web_cpus": args.web_cpus,
     }
     if system == "floor":
         with ceiling_stack("paced_app") as stack:
@@ -123,6 +128,7 @@ def run_slow(args: argparse.Namespace, stalled: int) -> Run:
             procs=args.generators,
             connect_concurrency=args.connect_concurrency,
             timeout_s=args.timeout_s,
+            web_cpus=args.web_cpus,
         )
         return drive(stack, plan)
 
@@ -142,6 +148,7 @@ def run_idle(args: argparse.Namespace, system: str) -> Run:
         "connect_concurrency": args.connect_concurrency,
         "timeout_s": args.timeout_s,
         "hold_s": args.idle_hold_s,
+        "web_cpus": args.web_cpus,
     }
     if system == "jobpulse":
         # No worker: the jobs stay queued, their streams open and idle.
@@ -171,6 +178,7 @@ def run_ceiling(args: argparse.Namespace, app: str) -> Run:
             procs=args.generators,
             connect_concurrency=args.connect_concurrency,
             timeout_s=args.timeout_s,
+            web_cpus=args.web_cpus,
         )
         return drive(stack, plan)
 
@@ -272,6 +280,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-steps", type=int, default=1500)
     parser.add_argument("--slow-interval-ms", type=int, default=5)
     parser.add_argument("--hot-steps", type=int, default=300)
+    parser.add_argument("--hot-interval-ms", type=int, default=10)
     parser.add_argument("--idle-watchers", type=int, default=10_000)
     parser.add_argument("--idle-jobs", type=int, default=100)
     parser.add_argument("--idle-hold-s", type=float, default=5.0)
@@ -280,7 +289,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--generators", type=int, default=1, help="load generator processes")
     parser.add_argument("--connect-concurrency", type=int, default=200, help="connects in flight")
     parser.add_argument("--timeout-s", type=float, default=300)
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the web process alone on one CPU; generators, worker and Redis on the others",
+    )
     args = parser.parse_args(argv)
+    args.web_cpus = None
     chosen = args.scenario or ["all"]
     args.scenarios = list(SCENARIOS) if "all" in chosen else chosen
     args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -303,7 +318,8 @@ def _runs(args: argparse.Namespace, scenario: str, system: str) -> list[Run]:
     if scenario == "idle":
         return [run_idle(args, system)]
     if scenario == "hot":
-        return [run_streams(args, scenario, system, 1, args.hot_watchers, args.hot_steps, args.interval_ms)]
+        hot = (args.hot_watchers, args.hot_steps, args.hot_interval_ms)
+        return [run_streams(args, scenario, system, 1, *hot)]
     interval = args.light_interval_ms if scenario == "fanout-light" else args.interval_ms
     return [run_streams(args, scenario, system, args.jobs, args.watchers, args.steps, interval)]
 
@@ -344,6 +360,15 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {platform.node()}, Python {platform.python_version()}, kernel {platform.release()}, "
         f"open files limit {nofile}"
     )
+    if args.pin:
+        split = split_cpus()
+        if split is None:
+            say("--pin: fewer than two CPUs, nothing pinned")
+        else:
+            # Every child starts on `rest` (inherited from us); each run moves its web process to `web`.
+            args.web_cpus, rest = split
+            os.sched_setaffinity(0, rest)
+            say(f"pinned: the web process alone on CPU {sorted(args.web_cpus)}, the rest on {sorted(rest)}")
     failures: list[str] = []
     ceiling: list[Figures] = []
     for scenario in args.scenarios:

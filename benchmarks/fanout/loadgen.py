@@ -13,6 +13,12 @@ Two modes:
 - `count`: events are only counted (blank lines in the body), for the ceiling endpoints that stream
   pre-encoded events as fast as the client reads.
 
+In `sse` mode the body bytes are timestamped as they are read and parsed after the event loop's current
+batch of reads (`Inbox`). Parsing inline would charge watcher k's latency with the parsing of the k-1
+watchers read before it in the same batch, a cost of sharing one process that no real client pays (a
+browser parses its own events). The latency after the generator parsed each event is kept too
+(`parsed_latencies`), so both are reported.
+
 `generator_main` runs in a child process and talks to the parent over a `multiprocessing` pipe: it
 connects every watcher, reports `ready`, then either waits for every stream to end (`until="end"`) or for
 the parent to say `close` (`until="close"`, the idle scenario), and sends back its `GenResult`.
@@ -63,6 +69,7 @@ class GenResult:
     errors: int = 0  # connect failures, non-200 answers
     error_samples: list[str] = field(default_factory=list)
     latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
+    parsed_latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     first_event_at: float = float("inf")  # wall clock; sse mode: progress events only
     last_event_at: float = 0.0
     min_ts: float = float("inf")  # earliest publisher ts seen
@@ -97,6 +104,31 @@ def _ts_of(payload: bytes) -> float | None:
         return None
 
 
+class Inbox:
+    """Body bytes read by every watcher of a generator, parsed once the loop's batch of reads is done.
+
+    uvloop (like asyncio) runs every read callback of one poll before any `call_soon` callback, so the
+    receive times taken in `add` are spaced only by the reads themselves.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: list[tuple[Watcher, bytes, float]] = []
+        self._scheduled = False
+
+    def add(self, watcher: "Watcher", data: bytes, received_at: float) -> None:
+        self._items.append((watcher, data, received_at))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        self._scheduled = False
+        items, self._items = self._items, []
+        for watcher, data, received_at in items:
+            watcher.consume(data, received_at)
+
+
 class Watcher(asyncio.Protocol):
     def __init__(
         self,
@@ -104,10 +136,12 @@ class Watcher(asyncio.Protocol):
         path: str,
         result: GenResult,
         connected: asyncio.Future[bool],
+        inbox: Inbox,
         *,
         stalled: bool = False,
     ) -> None:
         self._request = _request(spec.host, path)
+        self._inbox = inbox
         self.stalled = stalled
         self._count = spec.mode == "count"
         self._result = result
@@ -133,6 +167,7 @@ class Watcher(asyncio.Protocol):
         self.transport.write(self._request)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._inbox.drain()  # what this watcher read before the close counts
         if not self._connected.done():
             self._connected.set_result(False)
             self._result.add_error(f"closed before the response head: {exc!r}")
@@ -165,11 +200,18 @@ class Watcher(asyncio.Protocol):
                 return
             if not data:
                 return
+        if self._count:
+            self.consume(data, now)
+        else:
+            self._inbox.add(self, data, now)
+
+    def consume(self, data: bytes, received_at: float) -> None:
+        """Body bytes read at `received_at`: dechunk, then count or parse the events they end."""
         body = self._dechunk(data) if self._chunked else data
         if self._count:
-            self._count_events(body, now)
+            self._count_events(body, received_at)
         elif body:
-            self._parse_sse(body, now)
+            self._parse_sse(body, received_at)
         if self._ended and self.transport is not None:
             self.transport.close()
 
@@ -247,6 +289,7 @@ class Watcher(asyncio.Protocol):
             ts = _ts_of(payload)
             if ts is not None:
                 result.latencies.append(now - ts)
+                result.parsed_latencies.append(time.time() - ts)
                 if ts < result.min_ts:
                     result.min_ts = ts
         elif event_type == b"status" and any(t in payload for t in _TERMINAL):
@@ -268,12 +311,13 @@ async def _run(spec: GenSpec, conn: Connection) -> GenResult:
     loop = asyncio.get_running_loop()
     result = GenResult(watchers=len(spec.paths) + len(spec.stalled_paths))
     gate = asyncio.Semaphore(spec.connect_concurrency)
+    inbox = Inbox(loop)
     watchers: list[Watcher] = []
 
     async def open_one(path: str, stalled: bool = False) -> None:
         async with gate:
             connected: asyncio.Future[bool] = loop.create_future()
-            watcher = Watcher(spec, path, result, connected, stalled=stalled)
+            watcher = Watcher(spec, path, result, connected, inbox, stalled=stalled)
             try:
                 await loop.create_connection(lambda: watcher, spec.host, spec.port)
             except OSError as exc:
@@ -303,6 +347,7 @@ async def _run(spec: GenSpec, conn: Connection) -> GenResult:
     else:
         await loop.run_in_executor(None, conn.recv)  # "close"
         result.dropped = sum(1 for w in watchers if w.done.done())
+    inbox.drain()
     for watcher in watchers:
         if watcher.transport is not None and not watcher.transport.is_closing():
             watcher.transport.abort()

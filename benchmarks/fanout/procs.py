@@ -22,6 +22,20 @@ def raise_nofile() -> int:
     return hard
 
 
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """One CPU for the web process alone, and the rest for everything else; None with fewer than two."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Keep every thread of `pid` on `cpus` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (its threads included), from /proc/<pid>/stat."""
     try:

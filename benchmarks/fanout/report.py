@@ -25,6 +25,8 @@ class Figures:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    parsed_p50_ms: float  # once the generator had parsed the event (queued behind its other watchers)
+    parsed_p99_ms: float
     web_cpu_per_update_ms: float
     gen_busy: float  # generator CPU / (its wall time x processes)
     rss_per_stream_kib: float
@@ -38,6 +40,7 @@ class Figures:
 def figures(run: Run) -> Figures:
     gen = run.gen
     lat = sorted(gen.latencies)
+    parsed = sorted(gen.parsed_latencies)
     deliveries = len(lat) if lat else gen.events
     span = gen.last_event_at - gen.first_event_at
     connect_span = gen.connected_at - gen.connect_started_at
@@ -49,6 +52,8 @@ def figures(run: Run) -> Figures:
         p90_ms=percentile(lat, 90) * 1000,
         p99_ms=percentile(lat, 99) * 1000,
         max_ms=(lat[-1] * 1000) if lat else math.nan,
+        parsed_p50_ms=percentile(parsed, 50) * 1000,
+        parsed_p99_ms=percentile(parsed, 99) * 1000,
         web_cpu_per_update_ms=run.web_cpu_s / run.updates * 1000 if run.updates else math.nan,
         gen_busy=gen.cpu_s / (gen.wall_s * run.gen_procs) if gen.wall_s else math.nan,
         rss_per_stream_kib=(run.web_rss_ready_kib - run.web_rss_base_kib) / gen.connected
@@ -97,6 +102,10 @@ STREAM_ROWS: list[Row] = [
     ("latency p90 ms", lambda f: _n(f.p90_ms, ".1f")),
     ("latency p99 ms", lambda f: _n(f.p99_ms, ".1f")),
     ("latency max ms", lambda f: _n(f.max_ms, ".1f")),
+    (
+        "after the generator's parse p50/p99 ms",
+        lambda f: f"{_n(f.parsed_p50_ms, '.1f')} / {_n(f.parsed_p99_ms, '.1f')}",
+    ),
     (
         "lost / duplicated / out of order",
         lambda f: f"{f.run.gen.lost} / {f.run.gen.duplicated} / {f.run.gen.out_of_order}",

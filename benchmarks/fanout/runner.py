@@ -21,6 +21,7 @@ from benchmarks.fanout.procs import (
     Child,
     cpu_seconds,
     memory_kib,
+    pin,
     python_module,
     redis_clients,
     uvicorn_args,
@@ -88,6 +89,7 @@ def merge(results: list[GenResult]) -> GenResult:
             setattr(total, name, getattr(total, name) + getattr(r, name))
         total.error_samples += r.error_samples[: 10 - len(total.error_samples)]
         total.latencies.extend(r.latencies)
+        total.parsed_latencies.extend(r.parsed_latencies)
         total.first_event_at = min(total.first_event_at, r.first_event_at)
         total.last_event_at = max(total.last_event_at, r.last_event_at)
         total.min_ts = min(total.min_ts, r.min_ts)
@@ -284,6 +286,7 @@ class Drive:
     on_ready: Callable[[], None] = lambda: None
     hold_s: float = 0.0  # until="close": how long to keep the streams open
     stalled_paths: list[str] = field(default_factory=list)  # watchers that stop reading after the head
+    web_cpus: set[int] | None = None  # --pin: the web process's CPU (everything else is kept off it)
 
 
 class Sampler:
@@ -315,6 +318,8 @@ def drive(stack: Stack, plan: Drive) -> Run:
         return child.cpu() if child is not None else float("nan")
 
     redis_pid = stack.redis_pid
+    if plan.web_cpus is not None:
+        pin(stack.web.pid, plan.web_cpus)
     clients_base = redis_clients(stack.redis_url) if stack.redis_url else None
     rss_base = memory_kib(stack.web.pid)
     # Ceiling clients get their events the moment they connect: count the web's CPU from the start.
