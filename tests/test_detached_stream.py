@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from jobpulse import keys
+from jobpulse.events import StoredEvent, from_live_message
 from jobpulse.sse import LAST_CHUNK, encode_chunk, encode_comment
-from tests.test_subscription import History
+from tests.test_subscription import History, event
 from web.detached_stream import DetachedStream
-from web.hub import Hub
+from web.hub import Hub, _Channel
 from web.stream_clock import StreamClock
 from web.subscription import Subscription
 
@@ -188,3 +190,97 @@ async def test_a_client_that_keeps_sending_after_its_request_is_cut_off() -> Non
     setup.history.publish(setup.subscription)
     await _next_loop_turns()
     assert setup.transport.writes == []  # nothing more is written to it
+
+
+# What the hub does after each read: `Subscription.deliver` with the job's new events of that read.
+
+
+def _deliver(setup: Setup, count: int = 1, *, final: bool = False) -> list[StoredEvent]:
+    """One read of the hub that brought `count` new events of the job (the last one terminal if `final`)."""
+    start = len(setup.history.events) + 1
+    new = [event(start + i, final and i == count - 1) for i in range(count)]
+    setup.history.events.extend(new)
+    setup.subscription.deliver(new)
+    return new
+
+
+async def test_a_live_event_that_follows_on_is_written_at_once() -> None:
+    setup = Setup()
+    await setup.start()
+    for _ in range(3):
+        (new,) = _deliver(setup)
+        assert setup.transport.writes[-1] == new.chunk  # in the same call: no queue, no loop turn
+    assert setup.transport.writes == [e.chunk for e in setup.history.events]
+    assert setup.hub.counters.delivered == 3 and setup.subscription.handed_out == 3
+
+
+async def test_events_of_one_read_go_out_in_one_write() -> None:
+    setup = Setup()
+    await setup.start()
+    _deliver(setup, 3)
+    assert setup.transport.writes == []  # queued, written on the next turn
+    await _next_loop_turns()
+    assert setup.transport.writes == [b"".join(e.chunk for e in setup.history.events)]
+    (new,) = _deliver(setup)  # caught up again: the next one goes straight out
+    assert setup.transport.writes[-1] == new.chunk
+
+
+async def test_a_live_event_waits_while_the_socket_is_full_and_none_is_lost() -> None:
+    setup = Setup()
+    await setup.start()
+    setup.stream.pause_writing()
+    for _ in range(7):  # more than the subscription buffers: it falls behind and re-reads later
+        _deliver(setup)
+    assert setup.transport.writes == []
+    setup.stream.resume_writing()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    (new,) = _deliver(setup)
+    assert b"".join(setup.transport.writes) == b"".join(e.chunk for e in setup.history.events)
+    assert setup.transport.writes[-1] == new.chunk
+
+
+async def test_a_gap_is_filled_from_the_stream_before_the_live_event() -> None:
+    setup = Setup()
+    await setup.start()
+    setup.history.events.extend([event(1), event(2)])  # the hub missed these
+    _deliver(setup)  # event 3
+    assert setup.transport.writes == []
+    await _next_loop_turns()
+    assert b"".join(setup.transport.writes) == b"".join(e.chunk for e in setup.history.events)
+
+
+async def test_a_live_event_during_the_replay_waits_for_it() -> None:
+    setup = Setup(history_size=2)
+    setup.stream.start(setup.transport, opening=b": connected\n")
+    _deliver(setup)  # event 3, while events 1 and 2 are being read
+    assert setup.transport.writes == []
+    await _next_loop_turns()
+    replay = b"".join(e.chunk for e in setup.history.events)
+    assert b"".join(setup.transport.writes) == encode_chunk(b": connected\n") + replay
+
+
+async def test_the_terminal_event_delivered_alone_still_ends_the_body() -> None:
+    setup = Setup()
+    await setup.start()
+    (first,) = _deliver(setup)
+    (final,) = _deliver(setup, final=True)
+    assert setup.transport.writes == [first.chunk]  # the end takes the queue's way
+    await _next_loop_turns()
+    assert setup.transport.writes == [first.chunk, final.chunk, LAST_CHUNK]
+    assert setup.transport.closed
+
+
+async def test_the_hub_delivers_the_events_of_one_read_together() -> None:
+    setup = Setup()
+    await setup.start()
+    name = keys.live_channel("job").encode()
+    channel = _Channel("job", name)
+    channel.subscriptions.add(setup.subscription)
+    setup.hub._channels[name] = channel
+    messages = [b"%d\nprogress\n0\n{}" % event_id for event_id in (1, 2)]
+    for message in messages:  # two messages dispatched from one read of the hub's connection
+        setup.hub._dispatch([b"message", name, message])
+    assert setup.transport.writes == []
+    await _next_loop_turns()
+    assert setup.transport.writes == [b"".join(from_live_message(m).chunk for m in messages)]

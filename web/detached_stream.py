@@ -93,7 +93,7 @@ class DetachedStream(asyncio.Protocol):
         self._opening = encode_chunk(opening) if opening else b""
         self._quiet_since = asyncio.get_running_loop().time()
         self._clock.add(self)
-        self._subscription.attach(self._schedule)
+        self._subscription.attach(self._schedule, self._write_live)
         self.flush()
 
     # The transport's side.
@@ -153,6 +153,16 @@ class DetachedStream(asyncio.Protocol):
         if not self._due:
             self._due = True
             self._pending.add(self)
+
+    def _write_live(self, event: StoredEvent) -> bool:
+        """Write a live event now, if nothing is ahead of it (`Subscription.deliver`); False if not."""
+        if self._ended or self._paused_since or self._fetch is not None or self._opening or self._due:
+            return False
+        assert self._transport is not None  # set in `start`, before the subscription is attached
+        self._transport.write(event.chunk)
+        self._wrote = True
+        self._counters.delivered += 1
+        return True
 
     def flush(self) -> None:
         """Write what the subscription has queued; start a read of Redis if it needs one.

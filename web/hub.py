@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from jobpulse import keys
-from jobpulse.events import from_live_message
+from jobpulse.events import StoredEvent, from_live_message
 from web.pending_writes import PendingWrites
 from web.stream_counters import StreamCounters
 from web.subscription import EventSource, Subscription
@@ -39,6 +39,15 @@ class _Channel:
         self.name = name
         self.subscriptions: set[Subscription] = set()
         self.ready = asyncio.Event()  # Redis confirmed the subscription
+        self.news: list[StoredEvent] = []  # events of this read, delivered by `flush`
+
+    def flush(self) -> None:
+        """Deliver the events of the hub's last read to every subscription (`PendingWrites`)."""
+        events, self.news = self.news, []
+        # No copy of the set: `deliver` writes or queues, and never ends a stream or leaves the
+        # channel synchronously (a transport reports a failed write on a later turn of the loop).
+        for subscription in self.subscriptions:
+            subscription.deliver(events)
 
 
 class Hub:
@@ -293,10 +302,11 @@ class Hub:
             except (ValueError, UnicodeDecodeError):
                 logger.warning("hub: ignoring a malformed message on %s", reply[1].decode(errors="replace"))
                 return
-            # No copy of the set per event: `offer` only queues and schedules (the writes, and any ending
-            # of a stream, happen after this read: web/pending_writes.py), so nobody leaves it meanwhile.
-            for subscription in channel.subscriptions:
-                subscription.offer(event)
+            # Delivered once the hub's read is dispatched (web/pending_writes.py): a job whose events
+            # came several in one read reaches each stream in one write.
+            if not channel.news:
+                self.pending_writes.add(channel)
+            channel.news.append(event)
         elif kind == b"subscribe":
             channel = self._channels.get(reply[1])
             if channel is None:

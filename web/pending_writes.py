@@ -1,4 +1,4 @@
-"""Writes to streams deferred to the end of the hub's current read, so each stream writes once per read."""
+"""Deliveries deferred to the end of the hub's current read, so each stream writes once per read."""
 
 import asyncio
 import logging
@@ -9,11 +9,12 @@ logger = logging.getLogger(__name__)
 
 class Flushable(Protocol):
     def flush(self) -> None:
-        """Write whatever is pending; must not block."""
+        """Deliver or write whatever is pending; must not block."""
 
 
 class PendingWrites:
-    """Streams with news, written once each when the loop next runs: after the hub's current read.
+    """Flushed once each when the loop next runs, after the hub's current read: the jobs' channels with
+    news (`web/hub.py`), and the streams with events queued (`web/detached_stream.py`).
 
     Each `write` to a socket is a system call, and on a busy process most of its CPU: when the hub falls
     behind and reads several events of a job at once, each of its streams writes them in one call, so
