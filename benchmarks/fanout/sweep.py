@@ -1,6 +1,6 @@
 """How jobpulse's costs grow with watchers, jobs and update rate: one small table per dimension.
 
-    .venv/bin/python -m benchmarks.fanout.sweep            # about 4 minutes
+    .venv/bin/python -m benchmarks.fanout.sweep            # about 1.5 minutes
     .venv/bin/python -m benchmarks.fanout.sweep --quick    # fewer points
 
 Each point is one `fanout`-style run of jobpulse alone (`benchmarks.fanout.__main__.run_streams`), with
