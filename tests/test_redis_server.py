@@ -1,8 +1,11 @@
 """The private Redis server the tests and `scripts/up` start."""
 
+import socket
+from pathlib import Path
+
 import pytest
 
-from stack.redis_server import RedisServer
+from stack.redis_server import RedisServer, free_port
 
 
 def test_private_server_starts_answers_and_cleans_up() -> None:
@@ -22,3 +25,16 @@ def test_someone_elses_server_on_the_port_is_not_taken_for_ours() -> None:
         with pytest.raises(RuntimeError, match=r"exited at start|did not answer"):
             second.start(timeout_s=3)
         second.cleanup()
+
+
+def test_a_free_port_is_bindable_and_below_the_ephemeral_range() -> None:
+    """Regression: a port from the ephemeral range could become some client connection's local port
+    before the server bound it (a scale-out test's web failed with "address already in use")."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    if low < 2024:
+        pytest.skip(f"the ephemeral range starts at {low}: nothing below it to choose from")
+    for _ in range(20):
+        port = free_port()
+        assert 1024 <= port < low
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))
