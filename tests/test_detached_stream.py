@@ -284,3 +284,22 @@ async def test_the_hub_delivers_the_events_of_one_read_together() -> None:
     assert setup.transport.writes == []
     await _next_loop_turns()
     assert setup.transport.writes == [b"".join(from_live_message(m).chunk for m in messages)]
+
+
+async def test_a_stream_that_fails_a_delivery_costs_the_others_nothing_and_rereads() -> None:
+    broken, healthy = Setup(), Setup()
+    await broken.start()
+    await healthy.start()
+
+    def fail(_event: StoredEvent) -> bool:
+        raise RuntimeError("a bug in one stream")
+
+    broken.subscription.attach(lambda: None, fail)
+    name = keys.live_channel("job").encode()
+    channel = _Channel("job", name)
+    channel.subscriptions.update({broken.subscription, healthy.subscription})
+    new = event(1)
+    channel.news.append(new)
+    channel.flush()
+    assert healthy.transport.writes == [new.chunk]
+    assert broken.subscription.needs_fetch  # it re-reads the stream rather than miss the event

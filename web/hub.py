@@ -47,7 +47,11 @@ class _Channel:
         # No copy of the set: `deliver` writes or queues, and never ends a stream or leaves the
         # channel synchronously (a transport reports a failed write on a later turn of the loop).
         for subscription in self.subscriptions:
-            subscription.deliver(events)
+            try:
+                subscription.deliver(events)
+            except Exception:  # a bug in one stream must not cost the others this read's events
+                logger.exception("job %s: delivering live events failed", self.job_id)
+                subscription.mark_behind()  # it reads what it missed from the job's stream
 
 
 class Hub:
