@@ -15,7 +15,6 @@ read `benchmarks.fanout`'s hot scenario against.
 
 import argparse
 import asyncio
-import math
 import os
 import socket
 import sys
@@ -24,6 +23,7 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection
 
 from benchmarks.fanout.procs import raise_nofile, split_cpus
+from benchmarks.fanout.report import percentile
 from jobpulse.sse import encode_chunk
 
 # A jobpulse progress event as a watcher gets it (`jobpulse.sse`), framed as one HTTP/1.1 chunk.
@@ -64,11 +64,6 @@ def receiver_main(conn: Connection, expected_bytes: int, cpus: set[int] | None) 
     import uvloop
 
     uvloop.run(_receive(conn, expected_bytes))
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         sock.close()
 
     count = args.sockets * args.rounds
+    ordered = sorted(rounds_ms)
     user_us = (after.user - before.user) / count * 1e6
     system_us = (after.system - before.system) / count * 1e6
     print(  # noqa: T201
@@ -138,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(EVENT)}-byte event; pinned: {pinned}\n"
         f"sender CPU per send: {user_us + system_us:.1f} µs (user {user_us:.1f}, system {system_us:.1f})"
         f" -> {(user_us + system_us) * args.sockets / 1000:.2f} ms per round of {args.sockets}\n"
-        f"round wall ms: p50 {_percentile(rounds_ms, 50):.2f}, p99 {_percentile(rounds_ms, 99):.2f}, "
+        f"round wall ms: p50 {percentile(ordered, 50):.2f}, p99 {percentile(ordered, 99):.2f}, "
         f"max {max(rounds_ms):.2f}\n"
         f"bytes received/sent: {received:,}/{expected:,}; short sends: {short_sends}"
     )

@@ -212,17 +212,12 @@ class DetachedStream(asyncio.Protocol):
 
     def _write_events(self, events: list[StoredEvent]) -> None:
         self._counters.delivered += len(events)
-        if self._transport is None:
-            return
-        if len(events) == 1 and not self._opening:  # the usual case: one event, as it is
-            self._transport.write(events[0].chunk)
-            self._wrote = True
-        else:
+        if self._transport is not None:
             chunks = [event.chunk for event in events]
             if self._opening:
                 chunks.insert(0, self._opening)
                 self._opening = b""
-            self._transport.writelines(chunks)
+            self._transport.writelines(chunks)  # one system call for them all
             self._wrote = True
 
     def _write(self, data: bytes) -> None:

@@ -21,21 +21,21 @@ class PendingWrites:
     the busier the process, the less each event costs.
     """
 
-    __slots__ = ("_handle", "_streams")
+    __slots__ = ("_due", "_handle")
 
     def __init__(self) -> None:
-        self._streams: list[Flushable] = []
+        self._due: list[Flushable] = []
         self._handle: asyncio.Handle | None = None
 
-    def add(self, stream: Flushable) -> None:
-        self._streams.append(stream)
+    def add(self, item: Flushable) -> None:
+        self._due.append(item)
         if self._handle is None:
             self._handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        streams, self._streams, self._handle = self._streams, [], None
-        for stream in streams:
+        due, self._due, self._handle = self._due, [], None
+        for item in due:
             try:
-                stream.flush()
-            except Exception:  # one stream's bug must not leave the others unwritten
+                item.flush()
+            except Exception:  # one bug must not leave the other streams unwritten
                 logger.exception("stream write failed")

@@ -119,10 +119,7 @@ class Subscription:
         else:
             self._early.clear()
             self._behind = True
-        if (on_news := self._on_news) is not None:  # `_wake`, inlined: this runs once per delivery
-            on_news()
-        else:
-            self._wake()
+        self._wake()
 
     def mark_behind(self) -> None:
         """Live announcements may have been missed (the hub reconnected): re-read from the stream."""
@@ -198,15 +195,11 @@ class Subscription:
             return events
         self._queue = []
         self._keepalive_due = False  # events count as a sign of life
-        if len(events) == 1:  # the usual case, without the loop
-            if events[0].final:
+        for index, event in enumerate(events):
+            if event.final:
                 self.finished = True
-        else:
-            for index, event in enumerate(events):
-                if event.final:
-                    self.finished = True
-                    del events[index + 1 :]
-                    break
+                del events[index + 1 :]
+                break
         self.handed_out += len(events)
         return events
 
