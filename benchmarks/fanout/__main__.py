@@ -199,6 +199,11 @@ def _cpu_us(f: Figures) -> float:
     return f.run.web_cpu_s / f.deliveries * 1e6 if f.deliveries else float("nan")
 
 
+def _saturation_note(f: Figures) -> str:
+    """A latency read by a saturated generator includes the time events waited for it to read them."""
+    return " (the generator was SATURATED: this latency is partly its own)" if f.gen_saturated else ""
+
+
 def targets(scenario: str, results: list[Figures], ceiling: list[Figures]) -> list[str]:
     ours = _by_system(results, "jobpulse")
     if ours is None:
@@ -224,6 +229,7 @@ def targets(scenario: str, results: list[Figures], ceiling: list[Figures]) -> li
     if scenario in ("fanout", "fanout-light"):
         light = ours.run.offered_per_s is not None and ours.run.offered_per_s <= 20_000
         note = "" if light else " (offered load above 20k/s: the latency target does not apply)"
+        note += _saturation_note(ours)
         lines.append(check("p50", ours.p50_ms, "<=", 5, " ms") + note)
         lines.append(check("p99", ours.p99_ms, "<=", 50, " ms") + note)
     if scenario == "slow":
@@ -242,7 +248,7 @@ def targets(scenario: str, results: list[Figures], ceiling: list[Figures]) -> li
             )
     if scenario == "hot":
         lines.append(check("web CPU per update", ours.web_cpu_per_update_ms, "<=", 10, " ms"))
-        lines.append(check("p99", ours.p99_ms, "<=", 20, " ms"))
+        lines.append(check("p99", ours.p99_ms, "<=", 20, " ms") + _saturation_note(ours))
     if scenario == "idle":
         gen = ours.run.gen
         lines.append(check("watchers", gen.connected, ">=", 10_000))

@@ -19,6 +19,11 @@ watchers read before it in the same batch, a cost of sharing one process that no
 browser parses its own events). The latency after the generator parsed each event is kept too
 (`parsed_latencies`), so both are reported.
 
+A generator that reads slower than the server writes times its own backlog, not the server. So the
+usual read, one whole chunk holding one whole event, skips the general parser, and each generator
+reports its CPU share from its first event to the end (`delivery_busy`): the report flags a saturated
+one, whose latencies are partly its own.
+
 `generator_main` runs in a child process and talks to the parent over a `multiprocessing` pipe: it
 connects every watcher, reports `ready`, then either waits for every stream to end (`until="end"`) or for
 the parent to say `close` (`until="close"`, the idle scenario), and sends back its `GenResult`.
@@ -77,6 +82,10 @@ class GenResult:
     connected_at: float = 0.0  # the last watcher's headers arrived
     cpu_s: float = 0.0  # this process, user + system
     wall_s: float = 0.0
+    # While events arrived: from the first event read to the end of the run. The whole run's CPU share
+    # hides a generator that was saturated while it mattered, behind the idle connect and start delay.
+    cpu_at_first_event: float | None = None
+    delivery_busy: float = 0.0  # CPU / wall over that span; merged: the busiest process's
 
     def add_error(self, text: str) -> None:
         self.errors += 1
@@ -216,6 +225,17 @@ class Watcher(asyncio.Protocol):
             self.transport.close()
 
     def _dechunk(self, data: bytes) -> bytes:
+        if not (self._raw or self._left or self._skip):
+            # The usual read: exactly one whole chunk. With `_parse_sse`'s fast path this takes about a
+            # fifth off the generator's Python per event (3.9 to 3.1 µs, warm).
+            eol = data.find(b"\r\n")
+            if 0 < eol < 9 and data[-2:] == b"\r\n":
+                try:
+                    size = int(data[:eol], 16)
+                except ValueError:  # a chunk extension: the general path below
+                    size = 0
+                if size and len(data) == eol + 4 + size:
+                    return data[eol + 2 : -2]
         buf = self._raw + data if self._raw else data
         out: list[bytes] = []
         pos, n = 0, len(buf)
@@ -251,10 +271,19 @@ class Watcher(asyncio.Protocol):
         if found:
             result = self._result
             result.events += found
-            result.first_event_at = min(result.first_event_at, now)
+            if result.first_event_at > now:
+                result.first_event_at = now
+                result.cpu_at_first_event = result.cpu_at_first_event or time.process_time()
             result.last_event_at = now
 
     def _parse_sse(self, body: bytes, now: float) -> None:
+        if not self._sse and body[-2:] == b"\n\n" and body[:4] == b"id: " and body.count(b"\n") == 4:
+            # One whole event of an id, an event and a data line, as jobpulse and the floor send them.
+            first = body.find(b"\n")
+            second = body.find(b"\n", first + 1)
+            if body.startswith(b"event: ", first + 1) and body.startswith(b"data: ", second + 1):
+                self._account(int(body[4:first]), body[first + 8 : second], body[second + 7 : -2], now)
+                return
         blocks = (self._sse + body).split(b"\n\n")
         self._sse = blocks.pop()
         for block in blocks:
@@ -285,6 +314,7 @@ class Watcher(asyncio.Protocol):
         if event_type == b"progress":
             if result.first_event_at > now:
                 result.first_event_at = now
+                result.cpu_at_first_event = result.cpu_at_first_event or time.process_time()
             result.last_event_at = now
             ts = _ts_of(payload)
             if ts is not None:
@@ -348,6 +378,8 @@ async def _run(spec: GenSpec, conn: Connection) -> GenResult:
         await loop.run_in_executor(None, conn.recv)  # "close"
         result.dropped = sum(1 for w in watchers if w.done.done())
     inbox.drain()
+    if result.cpu_at_first_event is not None and (span := time.time() - result.first_event_at) > 0:
+        result.delivery_busy = (time.process_time() - result.cpu_at_first_event) / span
     for watcher in watchers:
         if watcher.transport is not None and not watcher.transport.is_closing():
             watcher.transport.abort()

@@ -96,6 +96,7 @@ def merge(results: list[GenResult]) -> GenResult:
         total.connect_started_at = min(total.connect_started_at or r.connect_started_at, r.connect_started_at)
         total.connected_at = max(total.connected_at, r.connected_at)
         total.cpu_s += r.cpu_s
+        total.delivery_busy = max(total.delivery_busy, r.delivery_busy)
         total.wall_s = max(total.wall_s, r.wall_s)
     return total
 
