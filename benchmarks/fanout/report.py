@@ -84,7 +84,8 @@ WEB_CPU_ROW: Row = ("web CPU s (window s)", lambda f: f"{f.run.web_cpu_s:.2f} ({
 GENERATOR_ROW: Row = (
     "generator CPU s (busy: run / events)",
     lambda f: (
-        f"{f.run.gen.cpu_s:.2f} ({f.gen_busy:.0%} / {_n(f.gen_delivery_busy * 100)}%"
+        f"{f.run.gen.cpu_s:.2f} ({f.gen_busy:.0%} / "
+        f"{f'{f.gen_delivery_busy:.0%}' if f.gen_delivery_busy else 'no events'}"
         f"{' SATURATED' if f.gen_saturated else ''}) x{f.run.gen_procs}"
     ),
 )
