@@ -17,19 +17,9 @@ from benchmarks.fanout.loadgen import GenResult, GenSpec, Inbox, Watcher
 from benchmarks.fanout.runner import merge
 from jobpulse.events import StoredEvent
 from jobpulse.sse import LAST_CHUNK, encode_chunk, encode_comment, encode_retry
+from tests.test_detached_stream import RecordingTransport
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @pytest.fixture
@@ -54,7 +44,7 @@ def watch(loop: asyncio.AbstractEventLoop, reads: list[bytes]) -> tuple[GenResul
     inbox = Inbox(loop)
     spec = GenSpec("127.0.0.1", 1, ["/e"], "sse", "end")
     watcher = Watcher(spec, "/e", result, loop.create_future(), inbox)
-    watcher.connection_made(_Transport())  # type: ignore[arg-type]
+    watcher.connection_made(RecordingTransport())
     watcher.data_received(HEAD)
     for data in reads:
         watcher.data_received(data)
