@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from jobpulse import keys
 from jobpulse.events import StoredEvent, event_id_from_entry, from_stream_entry
 from jobpulse.models import JobView, LostEvent, StatusEvent, epoch_to_datetime, progress_event_json
+from jobpulse.script_batch import ScriptBatcher
 from jobpulse.settings import Settings
 from jobpulse.sse import encode_event
 from jobpulse.status import EventType, JobStatus
@@ -187,13 +188,16 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
 
 
 class JobStore:
-    def __init__(self, redis: "Redis", settings: Settings) -> None:
+    def __init__(self, redis: "Redis", settings: Settings, *, batch_progress: bool = False) -> None:
+        """`batch_progress`: send progress writes made in the same event-loop turn as one pipeline
+        (`jobpulse.script_batch`), for a worker whose many jobs publish at once."""
         self._redis = redis
         self._maxlen = settings.stream_maxlen
         self._retention_s = settings.retention_s
         self._active_ttl_s = settings.active_ttl_s
         self._append = redis.register_script(_APPEND)
         self._state_and_events = redis.register_script(_STATE_AND_EVENTS)
+        self._append_progress = ScriptBatcher(redis, self._append) if batch_progress else self._append
         # Write ids are this store's random name and a count: unique per write, and cheaper than fresh
         # random bytes for each.
         self._writer = secrets.token_hex(8)
@@ -215,6 +219,7 @@ class JobStore:
         fields: Mapping[str, object],
         expect_attempt: int | None = None,
         write_id: str | None = None,
+        batched: bool = False,
     ) -> int:
         """Run the append script; `write_id` names this one write (a fresh one by default).
 
@@ -235,7 +240,8 @@ class JobStore:
         ]
         for name, value in fields.items():
             args += [name, _field(value)]
-        code = int(await self._append(keys=[keys.state_key(job_id), keys.events_key(job_id)], args=args))
+        append = self._append_progress if batched else self._append
+        code = int(await append(keys=[keys.state_key(job_id), keys.events_key(job_id)], args=args))
         if code > 0:
             return code
         if code == _FINISHED:
@@ -347,6 +353,7 @@ class JobStore:
             final=False,
             fields=fields,
             expect_attempt=attempt,
+            batched=True,
         )
 
     async def get(self, job_id: str) -> JobState | None:

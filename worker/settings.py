@@ -63,7 +63,7 @@ def build_worker_settings(settings: Settings, *, owns_process: bool = False) -> 
             configure_worker_logging(settings.log_format)
         if settings.worker_metrics_port:
             ctx[METRICS_KEY] = metrics.serve(settings.worker_metrics_port)
-        ctx[STORE_KEY] = store = JobStore(ctx["redis"], settings)
+        ctx[STORE_KEY] = store = JobStore(ctx["redis"], settings, batch_progress=True)
         ctx[UPLOADS_KEY] = UploadReading.start(settings)
         ctx[REAPER_KEY] = reaper = StallReaper(ctx["redis"], store, settings)
         reaper.start()
