@@ -38,8 +38,13 @@ def succeeded(event_id: int) -> bytes:
     return StoredEvent(id=event_id, type="status", data='{"status":"succeeded"}', final=True).chunk
 
 
-def watch(loop: asyncio.AbstractEventLoop, reads: list[bytes]) -> tuple[GenResult, Watcher]:
-    """One watcher fed `reads` (after the response head), each read drained as the event loop would."""
+def watch(
+    loop: asyncio.AbstractEventLoop, reads: list[bytes], arrived_at: float | None = None
+) -> tuple[GenResult, Watcher]:
+    """One watcher fed `reads` (after the response head), each read drained as the event loop would.
+
+    `arrived_at`: the kernel's receive stamp every read carries, as `stamped_socket` hands it on.
+    """
     result = GenResult()
     inbox = Inbox(loop)
     spec = GenSpec("127.0.0.1", 1, ["/e"], "sse", "end")
@@ -47,7 +52,7 @@ def watch(loop: asyncio.AbstractEventLoop, reads: list[bytes]) -> tuple[GenResul
     watcher.connection_made(RecordingTransport())
     watcher.data_received(HEAD)
     for data in reads:
-        watcher.data_received(data)
+        watcher.data_received(data, arrived_at)
         inbox.drain()
     watcher.finish()
     return result, watcher
@@ -127,6 +132,18 @@ def test_comments_retry_lines_and_chunk_extensions_take_the_general_path(
     assert (result.events, result.lost, result.duplicated, result.out_of_order) == (4, 0, 0, 0)
     assert len(result.latencies) == 3
     assert watcher.final_id == 4
+
+
+def test_a_stamped_read_gives_each_progress_event_its_arrival_latency_beside_the_read_one(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    ts = time.time() - 0.5
+    arrived_at = ts + 0.125  # the kernel had the bytes long before the generator read them
+    split, _ = watch(loop, split_randomly(b"".join(stream([1, 2, 3], final=4, ts=ts)), 0), arrived_at)
+    assert list(split.arrival_latencies) == [pytest.approx(0.125)] * 3
+    assert all(latency > 0.45 for latency in split.latencies)
+    unstamped, _ = watch(loop, stream([1, 2, 3], final=4, ts=ts))
+    assert len(unstamped.arrival_latencies) == 0 and len(unstamped.latencies) == 3
 
 
 def test_the_busiest_generator_decides_whether_the_generators_were_saturated() -> None:

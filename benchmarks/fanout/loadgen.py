@@ -8,21 +8,20 @@ Two modes:
 
 - `sse`: every event is parsed. Per watcher the ids must be 1, 2, 3 … up to the terminal status event,
   each once and in order (lost, duplicated and out-of-order events are counted), and each `progress`
-  event's latency is the receive wall time minus the `ts` in its data (publisher's `time.time()`, same
-  host).
+  event's latency is taken three ways, each minus the `ts` in its data (publisher's `time.time()`, same
+  host): when the client's kernel received it (`arrival_latencies`: the connection is read with
+  `recvmsg` and the kernel's receive stamp, `stamped_socket`), when the generator read it
+  (`latencies`), and when the generator had parsed it (`parsed_latencies`).
 - `count`: events are only counted (blank lines in the body), for the ceiling endpoints that stream
-  pre-encoded events as fast as the client reads.
+  pre-encoded events as fast as the client reads, on uvloop's own transports.
 
-In `sse` mode the body bytes are timestamped as they are read and parsed after the event loop's current
-batch of reads (`Inbox`). Parsing inline would charge watcher k's latency with the parsing of the k-1
-watchers read before it in the same batch, a cost of sharing one process that no real client pays (a
-browser parses its own events). The latency after the generator parsed each event is kept too
-(`parsed_latencies`), so both are reported.
-
-A generator that reads slower than the server writes times its own backlog, not the server. So the
-usual read, one whole chunk holding one whole event, skips the general parser, and each generator
-reports its CPU share from its first event to the end (`delivery_busy`): the report flags a saturated
-one, whose latencies are partly its own.
+A generator that reads slower than the server writes times its own backlog, not the server: one
+process reads for a thousand clients that would each have their own CPU. The kernel's stamp is free of
+that backlog. The other two are not, so they are kept as small as they can be: body bytes are parsed
+after the event loop's current batch of reads (`Inbox`), not inline, where watcher k's read time would
+include the parsing of the k-1 read before it; the usual read, one whole chunk holding one whole event,
+skips the general parser; and each generator reports its CPU share from its first event to the end
+(`delivery_busy`), so the report can flag a saturated one.
 
 `generator_main` runs in a child process and talks to the parent over a `multiprocessing` pipe: it
 connects every watcher, reports `ready`, then either waits for every stream to end (`until="end"`) or for
@@ -37,6 +36,8 @@ from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Literal, cast
+
+from benchmarks.fanout.stamped_socket import open_stamped
 
 # Compact JSON (jobpulse) and json.dumps' default separators (the naive app).
 _TERMINAL = tuple(
@@ -73,6 +74,8 @@ class GenResult:
     dropped: int = 0  # connections closed by the server before the parent said `close`
     errors: int = 0  # connect failures, non-200 answers
     error_samples: list[str] = field(default_factory=list)
+    # From the event's ts to the client's kernel receiving it (sse mode, where the kernel stamps reads).
+    arrival_latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     parsed_latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     first_event_at: float = float("inf")  # wall clock; sse mode: progress events only
@@ -122,11 +125,11 @@ class Inbox:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._items: list[tuple[Watcher, bytes, float]] = []
+        self._items: list[tuple[Watcher, bytes, float, float | None]] = []
         self._scheduled = False
 
-    def add(self, watcher: "Watcher", data: bytes, received_at: float) -> None:
-        self._items.append((watcher, data, received_at))
+    def add(self, watcher: "Watcher", data: bytes, received_at: float, arrived_at: float | None) -> None:
+        self._items.append((watcher, data, received_at, arrived_at))
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.drain)
@@ -134,8 +137,8 @@ class Inbox:
     def drain(self) -> None:
         self._scheduled = False
         items, self._items = self._items, []
-        for watcher, data, received_at in items:
-            watcher.consume(data, received_at)
+        for watcher, data, received_at, arrived_at in items:
+            watcher.consume(data, received_at, arrived_at)
 
 
 class Watcher(asyncio.Protocol):
@@ -183,7 +186,8 @@ class Watcher(asyncio.Protocol):
         if not self.done.done():
             self.done.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes, arrived_at: float | None = None) -> None:
+        """`arrived_at`: when the client's kernel received the newest of these bytes, if it said."""
         now = time.time()
         if not self._in_body:
             head = self._head + data
@@ -210,17 +214,17 @@ class Watcher(asyncio.Protocol):
             if not data:
                 return
         if self._count:
-            self.consume(data, now)
+            self.consume(data, now, arrived_at)
         else:
-            self._inbox.add(self, data, now)
+            self._inbox.add(self, data, now, arrived_at)
 
-    def consume(self, data: bytes, received_at: float) -> None:
+    def consume(self, data: bytes, received_at: float, arrived_at: float | None = None) -> None:
         """Body bytes read at `received_at`: dechunk, then count or parse the events they end."""
         body = self._dechunk(data) if self._chunked else data
         if self._count:
             self._count_events(body, received_at)
         elif body:
-            self._parse_sse(body, received_at)
+            self._parse_sse(body, received_at, arrived_at)
         if self._ended and self.transport is not None:
             self.transport.close()
 
@@ -276,13 +280,14 @@ class Watcher(asyncio.Protocol):
                 result.cpu_at_first_event = result.cpu_at_first_event or time.process_time()
             result.last_event_at = now
 
-    def _parse_sse(self, body: bytes, now: float) -> None:
+    def _parse_sse(self, body: bytes, now: float, arrived_at: float | None) -> None:
         if not self._sse and body[-2:] == b"\n\n" and body[:4] == b"id: " and body.count(b"\n") == 4:
             # One whole event of an id, an event and a data line, as jobpulse and the floor send them.
             first = body.find(b"\n")
             second = body.find(b"\n", first + 1)
             if body.startswith(b"event: ", first + 1) and body.startswith(b"data: ", second + 1):
-                self._account(int(body[4:first]), body[first + 8 : second], body[second + 7 : -2], now)
+                the_id = int(body[4:first])
+                self._account(the_id, body[first + 8 : second], body[second + 7 : -2], now, arrived_at)
                 return
         blocks = (self._sse + body).split(b"\n\n")
         self._sse = blocks.pop()
@@ -298,9 +303,11 @@ class Watcher(asyncio.Protocol):
                 elif line[:6] == b"data: ":
                     payload = line[6:]
             if event_id is not None:  # else comments, `retry:`, the naive app's state snapshot, `lost`
-                self._account(event_id, event_type, payload, now)
+                self._account(event_id, event_type, payload, now, arrived_at)
 
-    def _account(self, event_id: int, event_type: bytes, payload: bytes, now: float) -> None:
+    def _account(
+        self, event_id: int, event_type: bytes, payload: bytes, now: float, arrived_at: float | None
+    ) -> None:
         result = self._result
         result.events += 1
         if event_id in self._seen:
@@ -318,6 +325,8 @@ class Watcher(asyncio.Protocol):
             result.last_event_at = now
             ts = _ts_of(payload)
             if ts is not None:
+                if arrived_at is not None:
+                    result.arrival_latencies.append(arrived_at - ts)
                 result.latencies.append(now - ts)
                 result.parsed_latencies.append(time.time() - ts)
                 if ts < result.min_ts:
@@ -349,7 +358,10 @@ async def _run(spec: GenSpec, conn: Connection) -> GenResult:
             connected: asyncio.Future[bool] = loop.create_future()
             watcher = Watcher(spec, path, result, connected, inbox, stalled=stalled)
             try:
-                await loop.create_connection(lambda: watcher, spec.host, spec.port)
+                if spec.mode == "sse":
+                    await open_stamped(loop, spec.host, spec.port, watcher)
+                else:  # count mode keeps uvloop's own reads: the ceiling needs no stamps, only speed
+                    await loop.create_connection(lambda: watcher, spec.host, spec.port)
             except OSError as exc:
                 result.add_error(f"connect: {exc!r}")
                 return

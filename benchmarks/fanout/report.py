@@ -23,10 +23,15 @@ class Figures:
     run: Run
     deliveries: int  # progress events received (sse) or events (count)
     deliveries_per_s: float
+    # Latency from the event's ts to the client's kernel receiving it where the kernel stamped the reads
+    # (`stamped`), else to the generator's read: what the targets are read from.
+    stamped: bool
     p50_ms: float
     p90_ms: float
     p99_ms: float
     max_ms: float
+    read_p50_ms: float  # at the generator's read (queued behind its other reads when it is busy)
+    read_p99_ms: float
     parsed_p50_ms: float  # once the generator had parsed the event (queued behind its other watchers)
     parsed_p99_ms: float
     web_cpu_per_update_ms: float
@@ -42,19 +47,26 @@ class Figures:
 
 def figures(run: Run) -> Figures:
     gen = run.gen
-    lat = sorted(gen.latencies)
+    read = sorted(gen.latencies)
+    arrived = sorted(gen.arrival_latencies)
+    # Every read of a progress event is stamped or none is (a kernel without the option).
+    stamped = bool(arrived) and len(arrived) == len(read)
+    lat = arrived if stamped else read
     parsed = sorted(gen.parsed_latencies)
-    deliveries = len(lat) if lat else gen.events
+    deliveries = len(read) if read else gen.events
     span = gen.last_event_at - gen.first_event_at
     connect_span = gen.connected_at - gen.connect_started_at
     return Figures(
         run=run,
+        stamped=stamped,
         deliveries=deliveries,
         deliveries_per_s=deliveries / span if span > 0 else math.nan,
         p50_ms=percentile(lat, 50) * 1000,
         p90_ms=percentile(lat, 90) * 1000,
         p99_ms=percentile(lat, 99) * 1000,
         max_ms=(lat[-1] * 1000) if lat else math.nan,
+        read_p50_ms=percentile(read, 50) * 1000,
+        read_p99_ms=percentile(read, 99) * 1000,
         parsed_p50_ms=percentile(parsed, 50) * 1000,
         parsed_p99_ms=percentile(parsed, 99) * 1000,
         web_cpu_per_update_ms=run.web_cpu_s / run.updates * 1000 if run.updates else math.nan,
@@ -103,10 +115,15 @@ STREAM_ROWS: list[Row] = [
     ("offered deliveries/s (nominal)", lambda f: _n(f.run.offered_per_s)),
     ("progress events received/expected", lambda f: f"{f.deliveries:,}/{f.run.updates * f.run.watchers:,}"),
     ("deliveries/s", lambda f: _n(f.deliveries_per_s)),
+    ("latency taken at", lambda f: "client's kernel" if f.stamped else "generator's read"),
     ("latency p50 ms", lambda f: _n(f.p50_ms, ".1f")),
     ("latency p90 ms", lambda f: _n(f.p90_ms, ".1f")),
     ("latency p99 ms", lambda f: _n(f.p99_ms, ".1f")),
     ("latency max ms", lambda f: _n(f.max_ms, ".1f")),
+    (
+        "at the generator's read p50/p99 ms",
+        lambda f: f"{_n(f.read_p50_ms, '.1f')} / {_n(f.read_p99_ms, '.1f')}",
+    ),
     (
         "after the generator's parse p50/p99 ms",
         lambda f: f"{_n(f.parsed_p50_ms, '.1f')} / {_n(f.parsed_p99_ms, '.1f')}",
