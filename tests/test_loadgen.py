@@ -146,6 +146,23 @@ def test_a_stamped_read_gives_each_progress_event_its_arrival_latency_beside_the
     assert len(unstamped.arrival_latencies) == 0 and len(unstamped.latencies) == 3
 
 
+def test_an_event_read_with_a_newer_ones_bytes_has_no_stamp_of_its_own(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    ts = time.time() - 0.5
+    second = progress(2, ts)
+    reads = [
+        progress(1, ts) + second[:20],  # event 1 whole, then the start of event 2: 1's stamp is 2's
+        second[20:] + progress(3, ts),  # the rest of 2, then 3 whole: 2's stamp is 3's
+        progress(4, ts),  # alone: its own
+        succeeded(5),
+        LAST_CHUNK,
+    ]
+    result, _ = watch(loop, reads, arrived_at=ts + 0.125)
+    assert len(result.arrival_latencies) == 4
+    assert len(result.exact_arrival_latencies) == 2  # 3 and 4
+
+
 def test_the_busiest_generator_decides_whether_the_generators_were_saturated() -> None:
     calm, busy = GenResult(delivery_busy=0.3), GenResult(delivery_busy=0.95)
     assert merge([calm, busy]).delivery_busy == 0.95

@@ -76,6 +76,9 @@ class GenResult:
     error_samples: list[str] = field(default_factory=list)
     # From the event's ts to the client's kernel receiving it (sse mode, where the kernel stamps reads).
     arrival_latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
+    # Of those, the events whose bytes ended their read: the stamp is theirs, not a newer event's. When
+    # the generator falls behind, a read holds several events and the older ones get the newest's stamp.
+    exact_arrival_latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     parsed_latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     first_event_at: float = float("inf")  # wall clock; sse mode: progress events only
@@ -291,7 +294,10 @@ class Watcher(asyncio.Protocol):
                 return
         blocks = (self._sse + body).split(b"\n\n")
         self._sse = blocks.pop()
-        for block in blocks:
+        # The read's stamp is its newest byte's: exact for the event those bytes end, an upper bound for
+        # any event before it in the same read.
+        last = len(blocks) - 1 if not self._sse else -1
+        for i, block in enumerate(blocks):
             event_id: int | None = None
             event_type = b"message"
             payload = b""
@@ -303,10 +309,17 @@ class Watcher(asyncio.Protocol):
                 elif line[:6] == b"data: ":
                     payload = line[6:]
             if event_id is not None:  # else comments, `retry:`, the naive app's state snapshot, `lost`
-                self._account(event_id, event_type, payload, now, arrived_at)
+                self._account(event_id, event_type, payload, now, arrived_at, exact=i == last)
 
     def _account(
-        self, event_id: int, event_type: bytes, payload: bytes, now: float, arrived_at: float | None
+        self,
+        event_id: int,
+        event_type: bytes,
+        payload: bytes,
+        now: float,
+        arrived_at: float | None,
+        *,
+        exact: bool = True,
     ) -> None:
         result = self._result
         result.events += 1
@@ -327,6 +340,8 @@ class Watcher(asyncio.Protocol):
             if ts is not None:
                 if arrived_at is not None:
                     result.arrival_latencies.append(arrived_at - ts)
+                    if exact:
+                        result.exact_arrival_latencies.append(arrived_at - ts)
                 result.latencies.append(now - ts)
                 result.parsed_latencies.append(time.time() - ts)
                 if ts < result.min_ts:

@@ -89,6 +89,7 @@ def merge(results: list[GenResult]) -> GenResult:
             setattr(total, name, getattr(total, name) + getattr(r, name))
         total.error_samples += r.error_samples[: 10 - len(total.error_samples)]
         total.arrival_latencies.extend(r.arrival_latencies)
+        total.exact_arrival_latencies.extend(r.exact_arrival_latencies)
         total.latencies.extend(r.latencies)
         total.parsed_latencies.extend(r.parsed_latencies)
         total.first_event_at = min(total.first_event_at, r.first_event_at)
