@@ -8,8 +8,11 @@ server's two cores and, at 100 updates to 1000 watchers a second, needs most of 
 100,000 events a second; events then wait for it, and the latency taken at its read includes that wait.
 A browser or API client on its own machine reads its one stream at once.
 
-The stamp belongs to the newest segment of the read. When one read returns several events, the older
-ones get the newer time: their latency is overstated, never understated.
+The stamp belongs to the newest segment of the read (TCP also merges segments queued unread, keeping
+the newest's stamp). When one read returns several events, the older ones get the newest's time: exact
+if the server wrote them together, as jobpulse does for a stream that fell behind; overstated if they
+arrived apart and the generator read them late. Never understated. The report counts such events and
+gives the percentiles of the others, the events that ended their read, beside the whole.
 
 Only the part of a transport the watcher uses is here: write the request, pause (a stalled watcher),
 close. Reads come from an `add_reader` callback into one buffer shared by every connection of the
