@@ -6,8 +6,8 @@ Starts a private redis-server and drives `ProgressReporter`s the way tasks do, t
 Redis client (`worker.redis_pool.worker_redis`: its pool and retries): `--calls` updates of one job as
 fast as the loop goes with the default 100 ms coalescing window; then `--uncoalesced` updates with
 coalescing off (every update published), from one job and from `--jobs` jobs reporting at once, each
-with the worker's store (progress writes of one event-loop turn batched into one pipeline) and without
-batching. Prints wall and CPU time per call, the events written, and the append-script calls per
+with the worker's store (progress writes made while another is on its way go together as one pipeline)
+and without batching. Prints wall and CPU time per call, the events written, and the append-script calls per
 published update (from `INFO commandstats`), which must be one: the script does the stream, the state
 and the announcement in one call, and a batch is one round trip for several of them.
 """

@@ -189,8 +189,8 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
 
 class JobStore:
     def __init__(self, redis: "Redis", settings: Settings, *, batch_progress: bool = False) -> None:
-        """`batch_progress`: send progress writes made in the same event-loop turn as one pipeline
-        (`jobpulse.script_batch`), for a worker whose many jobs publish at once."""
+        """`batch_progress`: progress writes made while another is on its way to Redis go together as
+        one pipeline (`jobpulse.script_batch`), for a worker whose many jobs publish at once."""
         self._redis = redis
         self._maxlen = settings.stream_maxlen
         self._retention_s = settings.retention_s
