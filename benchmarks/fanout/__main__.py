@@ -215,6 +215,15 @@ def _saturation_note(f: Figures) -> str:
     return " (the generator was SATURATED: this latency is partly its own)"
 
 
+def _offered_cap(ours: Figures, other: Figures | None, target: float) -> float | None:
+    """The most `ours`/`other` can be when `ours` delivers all it is offered, if that is below `target`."""
+    offered = ours.run.offered_per_s
+    if other is None or not offered or not other.deliveries_per_s:
+        return None
+    cap = offered / other.deliveries_per_s
+    return cap if cap < target else None
+
+
 def targets(scenario: str, results: list[Figures], ceiling: list[Figures]) -> list[str]:
     ours = _by_system(results, "jobpulse")
     if ours is None:
@@ -225,23 +234,15 @@ def targets(scenario: str, results: list[Figures], ceiling: list[Figures]) -> li
         naive = _by_system(results, "naive")
         lines.append(check("deliveries/s", ours.deliveries_per_s, ">=", 80_000))
         lines.append(check("ours/naive", _ratio(ours, naive), ">=", 3.5, "x"))
-        if (
-            naive is not None
-            and ours.run.offered_per_s
-            and ours.run.offered_per_s < 3.5 * naive.deliveries_per_s
-        ):
+        if (cap := _offered_cap(ours, naive, 3.5)) is not None:
             lines.append(
-                f"  (the offered load, {ours.run.offered_per_s:,.0f}/s, caps this ratio at "
-                f"{ours.run.offered_per_s / naive.deliveries_per_s:.2f}x: see fanout-capacity)"
+                f"  (the offered load, {ours.run.offered_per_s:,.0f}/s, caps this ratio at {cap:.2f}x: "
+                "see fanout-capacity)"
             )
         lines.append(check("ours/StreamingResponse ceiling", _ratio(ours, streaming), ">=", 0.8, "x"))
         if (raw := _by_system(ceiling, "bare ASGI")) is not None:
             lines.append(f"  (ours/bare-ASGI ceiling: {_ratio(ours, raw):.2f}x, no target)")
-        if (
-            streaming is not None
-            and ours.run.offered_per_s
-            and ours.run.offered_per_s < 0.8 * streaming.deliveries_per_s
-        ):
+        if streaming is not None and _offered_cap(ours, streaming, 0.8) is not None:
             lines.append(
                 f"  (the offered load, {ours.run.offered_per_s:,.0f}/s, is itself below 0.8x this ceiling: "
                 f"compare CPU per delivery instead, {_cpu_us(ours):.1f} µs here vs {_cpu_us(streaming):.1f} "
