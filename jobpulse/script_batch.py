@@ -10,6 +10,10 @@ One send is on its way at a time. A call made while none is goes out at once, ex
 call would: no wait, no extra task. Calls made while one is on its way queue, and go out together as
 soon as it is answered; calls made meanwhile make the next batch. So the busier the worker, the larger
 the batches, and Redis runs the calls in the order they were made.
+
+redis-py resends a whole pipeline whose connection dropped. The append script's write id makes a resent
+call harmless only while it is its job's latest write, so no job may have two writes in one batch: the
+progress reporter, the one user, awaits each of a job's writes before it makes the next.
 """
 
 import asyncio

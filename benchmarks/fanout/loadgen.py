@@ -76,8 +76,9 @@ class GenResult:
     error_samples: list[str] = field(default_factory=list)
     # From the event's ts to the client's kernel receiving it (sse mode, where the kernel stamps reads).
     arrival_latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
-    # Of those, the events whose bytes ended their read: the stamp is theirs, not a newer event's. When
-    # the generator falls behind, a read holds several events and the older ones get the newest's stamp.
+    # Of those, the events whose bytes ended their read: the stamp is surely theirs. A read holding
+    # several events (the server wrote them at once, or the generator fell behind) stamps them all with
+    # the newest's.
     exact_arrival_latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     parsed_latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
@@ -294,8 +295,8 @@ class Watcher(asyncio.Protocol):
                 return
         blocks = (self._sse + body).split(b"\n\n")
         self._sse = blocks.pop()
-        # The read's stamp is its newest byte's: exact for the event those bytes end, an upper bound for
-        # any event before it in the same read.
+        # The read's stamp is its newest byte's: the event those bytes end has its own; one before it in
+        # the same read has it too if the server wrote both at once, else a later one.
         last = len(blocks) - 1 if not self._sse else -1
         for i, block in enumerate(blocks):
             event_id: int | None = None
