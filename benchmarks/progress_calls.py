@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.progress_calls --calls 1000000 --uncoalesced 20000
 
 Starts a private redis-server and drives `ProgressReporter`s the way tasks do, through the worker's own
-Redis client (`worker.redis_pool.worker_redis`: its pool and retries): `--calls` updates of one job as
+Redis client (`jobpulse.worker.redis_pool.worker_redis`: its pool and retries): `--calls` updates of one
+job as
 fast as the loop goes with the default 100 ms coalescing window; then `--uncoalesced` updates with
 coalescing off (every update published), from one job and from `--jobs` jobs reporting at once, each
 with the worker's store (progress writes made while another is on its way go together as one pipeline)
@@ -20,11 +21,11 @@ from redis.asyncio import Redis
 
 from jobpulse.ids import new_job_id
 from jobpulse.settings import Settings
+from jobpulse.stack.redis_server import RedisServer
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
-from stack.redis_server import RedisServer
-from worker.progress import REPORTER_KEY, ProgressReporter, progress
-from worker.redis_pool import worker_redis
+from jobpulse.worker.progress import REPORTER_KEY, ProgressReporter, progress
+from jobpulse.worker.redis_pool import worker_redis
 
 
 async def script_calls(redis: Redis) -> int:

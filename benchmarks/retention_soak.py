@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 
 from jobpulse.ids import new_job_id
 from jobpulse.settings import Settings
+from jobpulse.stack.redis_server import RedisServer
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
-from stack.redis_server import RedisServer
 
 
 async def one_job(store: JobStore, events: int) -> None:

@@ -1,6 +1,31 @@
-"""The contract shared by the web app and the worker.
+"""jobpulse: live progress for arq jobs, streamed to browsers and API clients as Server-Sent Events.
 
-Everything both sides must agree on lives here and nowhere else: the job and event models, the status
-enum with its terminal set, the Redis key names, the atomic event store and the SSE wire encoding. This
-package imports neither ``web`` nor ``worker``.
+Public API (what the README documents; everything else is private and may change):
+
+- here: `TaskRegistry`, `progress`, `progress_reporter`, `TaskFailed`, `JobAborted`, `Settings`,
+  `UploadParams`, `UploadStorage`;
+- `jobpulse.worker`: `worker_settings`;
+- `jobpulse.web`: `jobs_router`, `uploads_router`, `create_app`, `JobsDep`, `mark_head_only`;
+- `jobpulse.client`: the Python client; the `jobpulse` command.
+
+The contract both sides share lives in this package's top-level modules: the job and event models
+(`models`), statuses (`status`), Redis keys (`keys`), the atomic event store (`store`) and the SSE
+encoding (`sse`). Nothing else spells a Redis key or an event field.
 """
+
+from jobpulse.registry import TaskDefinitionError, TaskRegistry
+from jobpulse.settings import Settings
+from jobpulse.uploads import UploadParams, UploadStorage
+from jobpulse.worker.errors import TaskFailed
+from jobpulse.worker.progress import JobAborted, progress
+
+__all__ = [
+    "JobAborted",
+    "Settings",
+    "TaskDefinitionError",
+    "TaskFailed",
+    "TaskRegistry",
+    "UploadParams",
+    "UploadStorage",
+    "progress",
+]

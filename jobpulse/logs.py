@@ -66,7 +66,7 @@ class JsonFormatter(logging.Formatter):
         if (job_id := job_of(record)) is not None:
             line["job_id"] = job_id
         if record.name == _ACCESS_LOGGER and isinstance(record.args, tuple) and len(record.args) == 5:
-            # Already redacted by web.access_log's filter, which runs before any handler.
+            # Already redacted by jobpulse.web.access.access_log's filter, which runs before any handler.
             line.update(zip(_ACCESS_FIELDS, record.args, strict=True))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
@@ -76,7 +76,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-11-23 20:50:42,702 INFO web.routes.jobs [job ID] message`, then any traceback."""
+    """`2026-11-23 20:50:42,702 INFO jobpulse.web.routes.jobs [job ID] message`, then any traceback."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(jobpulse_job)s %(message)s")

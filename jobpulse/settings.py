@@ -28,6 +28,13 @@ class Settings(BaseSettings):
         description="Redis for the queue, the event streams and the job state.",
     )
     queue_name: str = Field(default="arq:queue", description="arq queue that jobs are enqueued on.")
+    tasks: str | None = Field(
+        default=None,
+        description=(
+            "The task registry to serve, as `module:attribute` (`myapp.tasks:tasks`), for `jobpulse web`, "
+            "`jobpulse worker` and `jobpulse up`; the reference service serves its demo tasks without it."
+        ),
+    )
 
     # Worker side
     progress_interval_ms: int = Field(

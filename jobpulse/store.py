@@ -23,11 +23,10 @@ from redis.asyncio import Redis
 
 from jobpulse import keys
 from jobpulse.events import StoredEvent, event_id_from_entry, from_stream_entry
-from jobpulse.models import JobView, LostEvent, StatusEvent, epoch_to_datetime, progress_event_json
-from jobpulse.script_batch import ScriptBatcher
+from jobpulse.models import JobView, StatusEvent, epoch_to_datetime, progress_event_json
 from jobpulse.settings import Settings
-from jobpulse.sse import encode_event
 from jobpulse.status import EventType, JobStatus
+from jobpulse.worker.script_batch import ScriptBatcher
 
 _APPEND = """
 local state, stream = KEYS[1], KEYS[2]
@@ -107,7 +106,8 @@ class JobState:
     def is_terminal(self) -> bool:
         return self.status.is_terminal
 
-    def view(self) -> JobView:
+    def view(self, events_url: str) -> JobView:
+        """As `GET /jobs/{id}` shows it; `events_url` is where the web serves its stream."""
         return JobView(
             id=self.id,
             task=self.task,
@@ -123,7 +123,7 @@ class JobState:
             result=self.result,
             error=self.error,
             last_event_id=self.last_event_id,
-            events_url=f"/jobs/{self.id}/events",
+            events_url=events_url,
         )
 
 
@@ -190,7 +190,7 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
 class JobStore:
     def __init__(self, redis: "Redis", settings: Settings, *, batch_progress: bool = False) -> None:
         """`batch_progress`: progress writes made while another is on its way to Redis go together as
-        one pipeline (`jobpulse.script_batch`), for a worker whose many jobs publish at once."""
+        one pipeline (`jobpulse.worker.script_batch`), for a worker whose many jobs publish at once."""
         self._redis = redis
         self._maxlen = settings.stream_maxlen
         self._retention_s = settings.retention_s
@@ -378,18 +378,3 @@ class JobStore:
     async def first_retained_id(self, job_id: str) -> int | None:
         entries = await self._redis.xrange(keys.events_key(job_id), count=1)
         return event_id_from_entry(entries[0][0]) if entries else None
-
-
-def lost_event_sse(state: JobState, last_event_id: int, first_retained_id: int) -> bytes:
-    """The signal that a resuming client missed events no longer retained.
-
-    It carries no `id:`, so a client that drops right after it still resumes from its own last id.
-    """
-    data = LostEvent(
-        job_id=state.id,
-        ts=time.time(),
-        last_event_id=last_event_id,
-        first_retained_id=first_retained_id,
-        job=state.view(),
-    ).model_dump_json()
-    return encode_event(data, event=EventType.LOST.value)

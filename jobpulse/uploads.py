@@ -9,6 +9,9 @@ import os
 import time
 import unicodedata
 from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from jobpulse.ids import is_job_id
 
@@ -16,6 +19,23 @@ PARTIAL_SUFFIX = ".part"
 DISPLAY_NAME_MAX = 255
 # A partial upload nobody has written to for this long was abandoned (its web process died mid-upload).
 ABANDONED_AFTER_S = 3600
+
+
+class UploadParams(BaseModel):
+    """Base of an upload task's params: `POST /uploads` (`jobpulse.web.uploads_router`) fills them in.
+
+    Subclass it for the task that processes uploaded files; the file itself is
+    `UploadStorage(settings.upload_dir).path(ctx["job_id"])`. `POST /jobs` refuses such a task: only an
+    upload starts it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    started_by: ClassVar[str | None] = "POST /uploads"
+
+    filename: str = Field(max_length=DISPLAY_NAME_MAX, description="The client's name for the file.")
+    content_type: str | None = Field(default=None, max_length=255, description="As the client sent it.")
+    size: int = Field(ge=0, description="Bytes received.")
 
 
 class UploadNotStored(Exception):

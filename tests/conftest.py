@@ -17,12 +17,12 @@ import uvicorn
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+import web.app
+import worker
 from jobpulse.settings import Settings
-from stack.redis_server import RedisServer, free_port
-from web.app import create_app
-from web.services import Services
-from worker.lifecycle import STORE_KEY
-from worker.settings import build_worker_settings
+from jobpulse.stack.redis_server import RedisServer, free_port
+from jobpulse.web.services import Services
+from jobpulse.worker.lifecycle import STORE_KEY
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +72,7 @@ class WorkerProcess:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        kwargs: dict[str, Any] = build_worker_settings(self.settings)
+        kwargs: dict[str, Any] = worker.build(self.settings, owns_process=False)
         self.worker = Worker(**kwargs, handle_signals=False)
         self._task = asyncio.create_task(self.worker.async_run())
         while STORE_KEY not in self.worker.ctx:  # connected, and on_startup has run
@@ -109,7 +109,7 @@ class WebServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = web.app.build(settings)
         self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(
@@ -124,7 +124,7 @@ class WebServer:
 
     @property
     def services(self) -> Services:
-        services: Services = self.app.state.services
+        services: Services = self.app.state.jobpulse
         return services
 
     async def start(self) -> None:

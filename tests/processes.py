@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from stack.processes import stop_process
-from stack.redis_server import free_port
+from jobpulse.stack.processes import stop_process
+from jobpulse.stack.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

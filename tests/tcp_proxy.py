@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 
-from stack.redis_server import free_port
+from jobpulse.stack.redis_server import free_port
 
 
 class FreezableProxy:

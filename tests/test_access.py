@@ -8,10 +8,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from jobpulse.web.access import job_tokens
 from tests.conftest import Stack, StackFactory
 from tests.multipart import CONTENT_TYPE, Part, multipart
 from tests.sse import TERMINAL, read_events
-from web import job_tokens
 
 pytestmark = pytest.mark.anyio
 

@@ -30,7 +30,7 @@ from jobpulse.cli.arguments import parse_param
 from jobpulse.cli.exit_codes import ExitCode
 from jobpulse.cli.rate import RateEstimator
 from jobpulse.models import ProgressEvent
-from stack.redis_server import free_port
+from jobpulse.stack.redis_server import free_port
 from tests.conftest import Stack, StackFactory
 from tests.processes import ROOT
 

@@ -33,8 +33,8 @@ from jobpulse.client import (
     WaitTimeout,
 )
 from jobpulse.models import JobView, LostEvent, ProgressEvent, StatusEvent, SubmittedJob
+from jobpulse.stack.redis_server import RedisServer, free_port
 from jobpulse.status import JobStatus
-from stack.redis_server import RedisServer, free_port
 from tests.conftest import Stack, StackFactory
 from tests.processes import Process, process_env, wait_until_serving, web_process, worker_process
 from tests.tcp_proxy import FreezableProxy

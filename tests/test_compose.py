@@ -17,8 +17,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from jobpulse.settings import Settings
-from web.long_poll import MAX_WAIT_S
-from web.upload_receiver import _ENVELOPE_ALLOWANCE
+from jobpulse.web.streaming.long_poll import MAX_WAIT_S
+from jobpulse.web.upload_receiver import _ENVELOPE_ALLOWANCE
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -123,7 +123,7 @@ def test_compose_commands_name_real_entry_points() -> None:
     import web.app
     import worker
 
-    assert callable(web.app.create_app)
+    assert callable(web.app.build)
     assert isinstance(worker.WorkerSettings, dict)
     assert worker.WorkerSettings["functions"]
 
@@ -136,7 +136,9 @@ def test_dockerfile_copies_every_package_and_serves_the_web_app() -> None:
     assert re.search(r"^USER (?!root\b)\S+$", dockerfile, re.MULTILINE), "the image must not run as root"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     include: list[str] = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    for package in (pattern.rstrip("*") for pattern in include):
+    assert include == ["jobpulse", "jobpulse.*"], "the wheel installs one top-level package"
+    # The library, and the reference service the image runs from its working directory.
+    for package in ("jobpulse", "web", "worker"):
         assert re.search(rf"^COPY {package} \./{package}$", dockerfile, re.MULTILINE), f"{package} not copied"
     assert '"uvicorn", "web.app:app"' in dockerfile
 

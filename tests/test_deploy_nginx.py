@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from stack.processes import stop_process
-from stack.redis_server import RedisServer, free_port
+from jobpulse.stack.processes import stop_process
+from jobpulse.stack.redis_server import RedisServer, free_port
 from tests.processes import ROOT, Process, process_env, wait_until_serving, web_process, worker_process
 
 pytestmark = pytest.mark.slow

@@ -12,11 +12,11 @@ from redis.asyncio import Redis
 from jobpulse import keys
 from jobpulse.events import StoredEvent, from_live_message
 from jobpulse.sse import LAST_CHUNK, encode_chunk, encode_comment
+from jobpulse.web.streaming.detached_stream import DetachedStream
+from jobpulse.web.streaming.hub import Hub, _Channel
+from jobpulse.web.streaming.stream_clock import StreamClock
+from jobpulse.web.streaming.subscription import Subscription
 from tests.test_subscription import History, event
-from web.detached_stream import DetachedStream
-from web.hub import Hub, _Channel
-from web.stream_clock import StreamClock
-from web.subscription import Subscription
 
 pytestmark = pytest.mark.anyio
 

@@ -9,19 +9,20 @@ from typing import Annotated
 
 import anyio
 import pytest
-from fastapi import FastAPI, Header, Query, Response
+from fastapi import Header, Query, Response
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
+from starlette.types import Receive, Scope, Send
 
 from jobpulse import keys
 from jobpulse.status import JobStatus
+from jobpulse.web.access.guards import JobReaderDep
+from jobpulse.web.deps import ServicesDep
+from jobpulse.web.routes.events import StreamRoute, stream_events
+from jobpulse.web.services import WEB_CLIENT_NAME
+from jobpulse.web.streaming.stream_lane import StreamLane
 from tests.conftest import Stack, StackFactory
 from tests.sse import Event, ids, read_events
-from web.deps import ServicesDep
-from web.guards import JobReaderDep
-from web.routes.events import StreamRoute, stream_events
-from web.services import WEB_CLIENT_NAME
-from web.stream_lane import JobpulseApp
 
 pytestmark = pytest.mark.anyio
 
@@ -398,10 +399,14 @@ async def _answer(
     return response.status_code, kept, body
 
 
+async def _past_the_lane(lane: StreamLane, scope: Scope, receive: Receive, send: Send) -> None:
+    await lane.inner(scope, receive, send)
+
+
 async def test_the_stream_lane_and_route_answer_as_fastapis_router_and_dependency_solving_would(
     make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Streams skip FastAPI's router (`JobpulseApp`'s lane) and dependency solving (`StreamRoute`): same
+    """Streams skip FastAPI's router (`StreamLane`) and dependency solving (`StreamRoute`): same
     answer to every request.
 
     Each request is sent twice, once as served and once through FastAPI's own router, middleware stack
@@ -455,7 +460,7 @@ async def test_the_stream_lane_and_route_answer_as_fastapis_router_and_dependenc
         ("DELETE", path, {"Authorization": f"Bearer {key}"}),
     ]
     served = [await _answer(stack, *request) for request in requests]
-    monkeypatch.setattr(JobpulseApp, "__call__", FastAPI.__call__)
+    monkeypatch.setattr(StreamLane, "__call__", _past_the_lane)
     monkeypatch.setattr(StreamRoute, "handle", APIRoute.handle)
     solved = [await _answer(stack, *request) for request in requests]
     for request, ours, fastapis in zip(requests, served, solved, strict=True):

@@ -6,9 +6,9 @@ from typing import Any
 import anyio
 import pytest
 
+from jobpulse.web.services import WEB_CLIENT_NAME
 from tests.conftest import Stack, StackFactory
 from tests.sse import ids, read_events
-from web.services import WEB_CLIENT_NAME
 
 pytestmark = pytest.mark.anyio
 

@@ -50,9 +50,9 @@ from schemathesis import APIOperation, BaseSchema, Case, GenerationMode
 from schemathesis.checks import CHECKS, CheckFunction, is_check_class, load_all_checks
 
 from jobpulse.models import LostEvent, ProgressEvent, StatusEvent
-from jobpulse.tasks import TASK_PARAMS
 from tests.conftest import Stack, StackFactory
 from tests.sse import TERMINAL, read_to_the_end
+from worker.tasks import registry
 
 pytestmark = pytest.mark.anyio
 
@@ -193,7 +193,7 @@ def _with_task_params(document: dict[str, Any], task: str) -> dict[str, Any]:
         "required": ["task", "params"],
         "properties": {
             "task": {"const": task},
-            "params": {"$ref": f"#/components/schemas/{TASK_PARAMS[task].__name__}"},
+            "params": {"$ref": f"#/components/schemas/{registry[task].params_model.__name__}"},
         },
     }
     return narrowed
@@ -348,7 +348,7 @@ async def test_fuzzing_the_api_from_its_openapi_document(make_stack: StackFactor
     schema = load(document)
     labels = sorted(operation.label for path in schema for operation in schema[path].values())
     assert labels == sorted(OPERATIONS), "an operation this test does not know of: fuzz it too"
-    submittable = [task for task, params in TASK_PARAMS.items() if params.started_by is None]
+    submittable = registry.submittable()
     assert submittable
 
     jobs = await _seed_jobs(stack)

@@ -15,12 +15,12 @@ import uvicorn
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+import web.app
 from jobpulse.settings import Settings
-from stack.redis_server import free_port
+from jobpulse.stack.redis_server import free_port
+from jobpulse.web.services import Services
 from tests.conftest import Stack, StackFactory
 from tests.sse import Event, ids, read_events
-from web.app import create_app
-from web.services import Services
 
 pytestmark = pytest.mark.anyio
 
@@ -85,7 +85,7 @@ async def h11_server(settings: Settings, redis: Redis) -> AsyncIterator[tuple[uv
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            web.app.build(settings),
             host="127.0.0.1",
             port=port,
             http="h11",
@@ -118,5 +118,5 @@ async def test_on_a_server_it_does_not_know_the_stream_stays_on_asgi(
     assert all(_complete(events) and len(events) == 33 for events in results)
     app = server.config.app
     assert isinstance(app, FastAPI)
-    services: Services = app.state.services
+    services: Services = app.state.jobpulse
     assert services.counters.delivered == 3 * 33  # counted on this path too

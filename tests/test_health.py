@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from jobpulse.settings import Settings
-from stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer
 from tests.conftest import StackFactory, WebServer
 from tests.tcp_proxy import FreezableProxy
 

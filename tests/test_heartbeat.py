@@ -9,11 +9,12 @@ from redis.asyncio import Redis
 from jobpulse import keys
 from jobpulse.ids import new_job_id
 from jobpulse.settings import Settings
+from jobpulse.stack.redis_server import RedisServer
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
-from stack.redis_server import RedisServer
+from jobpulse.worker.heartbeat import StallReaper, heartbeat
 from tests.tcp_proxy import FreezableProxy
-from worker.heartbeat import StallReaper, heartbeat
+from worker.tasks import registry
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +49,7 @@ async def test_a_silent_attempt_is_retried_once_however_many_reapers(redis: Redi
     async with heartbeat(redis, job_id, 1, quick.heartbeat_interval_s):
         pass  # one beat, then silence: the worker died
     await redis.zadd(keys.running_attempts_key(), {f"{job_id}:1": 0})  # long ago
-    reapers = [StallReaper(redis, store, quick) for _ in range(3)]
+    reapers = [StallReaper(redis, store, quick, registry) for _ in range(3)]
     claimed = await asyncio.gather(*(reaper.reap() for reaper in reapers))
     assert sorted(len(c) for c in claimed) == [0, 0, 1]
     state = await store.get(job_id)
@@ -63,7 +64,7 @@ async def test_a_live_attempt_is_left_alone(redis: Redis, quick: Settings) -> No
     async with heartbeat(redis, job_id, 1, quick.heartbeat_interval_s):
         for _ in range(8):  # 0.4 s: longer than the stall limit, but beating all along
             await asyncio.sleep(0.05)
-            assert await StallReaper(redis, store, quick).reap() == []
+            assert await StallReaper(redis, store, quick, registry).reap() == []
     state = await store.get(job_id)
     assert state is not None and state.status is JobStatus.RUNNING
 
@@ -74,7 +75,7 @@ async def test_a_stale_attempt_of_a_job_that_moved_on_changes_nothing(redis: Red
     job_id = await running_job(store, attempt=2)
     await redis.set(in_progress_key_prefix + job_id, b"1")  # attempt 2's
     await redis.zadd(keys.running_attempts_key(), {f"{job_id}:1": 0})
-    assert await StallReaper(redis, store, quick).reap() == [f"{job_id}:1"]
+    assert await StallReaper(redis, store, quick, registry).reap() == [f"{job_id}:1"]
     state = await store.get(job_id)
     assert state is not None and (state.status, state.attempt) == (JobStatus.RUNNING, 2)
     assert await redis.exists(in_progress_key_prefix + job_id)
@@ -84,7 +85,7 @@ async def test_the_last_attempt_stalling_fails_the_job(redis: Redis, quick: Sett
     store = JobStore(redis, quick)
     job_id = await running_job(store, attempt=3)
     await redis.zadd(keys.running_attempts_key(), {f"{job_id}:3": 0})
-    await StallReaper(redis, store, quick).reap()
+    await StallReaper(redis, store, quick, registry).reap()
     state = await store.get(job_id)
     assert state is not None and state.status is JobStatus.FAILED
     assert state.error is not None and state.error.endswith("; gave up after 3 attempts")
@@ -110,7 +111,7 @@ async def test_after_an_outage_a_reaper_gives_live_workers_time_to_beat_again(
         await proxy.start()
     reaper_redis = Redis.from_url(reaper_path.url, socket_connect_timeout=0.2, socket_timeout=0.2)
     worker_redis = Redis.from_url(worker_path.url, socket_connect_timeout=0.2, socket_timeout=0.2)
-    reaper = StallReaper(reaper_redis, JobStore(reaper_redis, quick), quick)
+    reaper = StallReaper(reaper_redis, JobStore(reaper_redis, quick), quick, registry)
     reaper.start()
     try:
         async with heartbeat(worker_redis, job_id, 1, quick.heartbeat_interval_s):

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from web.job_tokens import TokenCheck, check, issue
+from jobpulse.web.access.job_tokens import TokenCheck, check, issue
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 JOB = "3f2c0f7e6c0b4a4e9a1d2b3c4d5e6f70"

@@ -11,7 +11,7 @@ from arq.constants import abort_jobs_ss
 from redis.asyncio import Redis
 
 from jobpulse.settings import Settings
-from stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer
 from tests.conftest import Stack, StackFactory, start_stack, stop_stack
 from tests.sse import read_events
 

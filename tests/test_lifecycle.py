@@ -9,13 +9,14 @@ from arq.worker import Retry
 from redis.asyncio import Redis
 
 from jobpulse.ids import new_job_id
+from jobpulse.registry import TaskSpec
 from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
-from jobpulse.tasks import SimulateParams
-from worker.errors import TaskFailed
-from worker.lifecycle import STORE_KEY, describe, lifecycle_task
-from worker.progress import progress
+from jobpulse.worker.errors import TaskFailed
+from jobpulse.worker.lifecycle import STORE_KEY, describe, lifecycle_task
+from jobpulse.worker.progress import progress
+from worker.tasks.simulate import SimulateParams
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +31,7 @@ async def run_task(
     if job_id is None:
         job_id = new_job_id()
         await store.create(job_id, "simulate", PARAMS)
-    run = lifecycle_task("simulate", impl, SimulateParams, settings)
+    run = lifecycle_task(TaskSpec("simulate", impl, SimulateParams), settings)
     await run({STORE_KEY: store, "job_id": job_id, "job_try": attempt}, PARAMS)
     return job_id, await events(store, job_id)
 

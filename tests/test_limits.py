@@ -10,10 +10,10 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from jobpulse.web.access.limits import StreamSlots, SubmissionRate, stream_capacity
+from jobpulse.web.errors import ApiError
 from tests.conftest import Stack, StackFactory
 from tests.multipart import CONTENT_TYPE, Part, multipart
-from web.errors import BadRequest
-from web.limits import StreamSlots, SubmissionRate, stream_capacity
 
 pytestmark = pytest.mark.anyio
 
@@ -92,12 +92,12 @@ async def test_the_allowance_refills_at_the_steady_rate(redis: Redis) -> None:
     limiter = SubmissionRate(redis, limit=4, window_s=1)
     for _ in range(4):
         await limiter.admit("ip:198.51.100.7")
-    with pytest.raises(BadRequest) as refused:
+    with pytest.raises(ApiError) as refused:
         await limiter.admit("ip:198.51.100.7")
     assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
     await anyio.sleep(0.3)  # one submission every 0.25 s
     await limiter.admit("ip:198.51.100.7")
-    with pytest.raises(BadRequest):
+    with pytest.raises(ApiError):
         await limiter.admit("ip:198.51.100.7")
     # the state expires once the client is back under its steady rate
     await anyio.sleep(1.1)
@@ -107,7 +107,7 @@ async def test_the_allowance_refills_at_the_steady_rate(redis: Redis) -> None:
 def test_stream_slots_are_counted_per_client_and_given_back_once() -> None:
     slots = StreamSlots(per_client=2)
     first, second = slots.take("ip:a"), slots.take("ip:a")
-    with pytest.raises(BadRequest) as refused:
+    with pytest.raises(ApiError) as refused:
         slots.take("ip:a")
     assert refused.value.status == 429
     other = slots.take("ip:b")
@@ -115,7 +115,7 @@ def test_stream_slots_are_counted_per_client_and_given_back_once() -> None:
     first.release()  # a second release must not free a slot still held
     assert slots.held("ip:a") == 1
     third = slots.take("ip:a")
-    with pytest.raises(BadRequest):
+    with pytest.raises(ApiError):
         slots.take("ip:a")
     for slot in (second, third, other):
         slot.release()
@@ -202,7 +202,7 @@ def test_the_capacity_defaults_to_what_the_open_file_limit_leaves() -> None:
     assert stream_capacity(500) == 500
     slots = StreamSlots(per_client=0, capacity=1)
     slot = slots.take("ip:a")
-    with pytest.raises(BadRequest) as refused:
+    with pytest.raises(ApiError) as refused:
         slots.take("ip:b")
     assert refused.value.status == 503
     slot.release()

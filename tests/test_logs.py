@@ -14,11 +14,11 @@ import pytest
 
 from jobpulse.ids import new_job_id
 from jobpulse.logs import JsonFormatter, TextFormatter, bind_job, current_job, formatter_for
-from stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer
+from jobpulse.web.access.access_log import REDACTED, RedactTokens
+from jobpulse.worker.job_logs import ArqJobIds
 from tests.processes import Process, process_env, wait_until_serving, web_process, worker_process
 from tests.sse import read_events
-from web.access_log import REDACTED, RedactTokens
-from worker.job_logs import ArqJobIds
 
 
 def record(
@@ -186,7 +186,7 @@ async def test_web_and_worker_log_json_lines_with_the_job_id_and_no_tokens(
     submitted = [line for line in access if line["path"] == "/jobs"]
     assert [line["job_id"] for line in submitted] == [job_id]  # the id it was given
 
-    # arq prints two lines before the worker starts and can take over (worker.settings).
+    # arq prints two lines before the worker starts and can take over (jobpulse.worker.arq_settings).
     worker_text = worker_log.splitlines()
     assert "Starting worker" in worker_text[0]
     worker_lines = [json.loads(line) for line in worker_text[2:] if line.strip()]
@@ -195,5 +195,5 @@ async def test_web_and_worker_log_json_lines_with_the_job_id_and_no_tokens(
     # arq's start and end lines, and ours from inside the job, in the job's task.
     arq_lines = [line["message"] for line in mentioning if line["logger"] == "arq.worker"]
     assert any("→" in message for message in arq_lines) and any("←" in message for message in arq_lines)
-    ours = [line["message"] for line in mentioning if line["logger"] == "worker.lifecycle"]
+    ours = [line["message"] for line in mentioning if line["logger"] == "jobpulse.worker.lifecycle"]
     assert ours == [f"job {job_id} failed: SimulatedFailure: simulated failure at step 3 of 3"]

@@ -1,4 +1,4 @@
-"""The web's Prometheus metrics (web.metrics) and `GET /metrics` (web.routes.metrics)."""
+"""The web's Prometheus metrics (jobpulse.web.metrics) and `GET /metrics` (jobpulse.web.routes.metrics)."""
 
 import asyncio
 import uuid
@@ -12,13 +12,14 @@ from redis.asyncio import Redis
 
 from jobpulse.ids import new_job_id
 from jobpulse.keys import running_attempts_key
-from stack.redis_server import free_port
+from jobpulse.stack.redis_server import free_port
+from jobpulse.web.access.limits import StreamSlots
+from jobpulse.web.metrics import WebMetrics
+from jobpulse.web.queue import JobQueue
+from jobpulse.web.streaming.stream_counters import StreamCounters
 from tests.conftest import Stack, StackFactory
 from tests.sse import read_events
-from web.limits import StreamSlots
-from web.metrics import WebMetrics
-from web.queue import JobQueue
-from web.stream_counters import StreamCounters
+from worker.tasks import registry
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +44,7 @@ async def test_the_collector_reads_the_stream_counters_and_slots_when_scraped(re
     """The stream code bumps plain ints; nothing is read until a scrape, and then everything is."""
     queue = JobQueue(ArqRedis(connection_pool=redis.connection_pool), f"test:{uuid.uuid4().hex[:8]}")
     slots, counters = StreamSlots(per_client=0, capacity=10), StreamCounters()
-    metrics = WebMetrics(queue, slots, counters)
+    metrics = WebMetrics(registry, queue, slots, counters)
     before = parse(await metrics.exposition())
     for name in ("events_delivered", "slow_clients_dropped", "hub_reconnects"):
         assert value(before, f"jobpulse_web_{name}_total") == 0
@@ -67,7 +68,7 @@ async def test_the_collector_reads_the_stream_counters_and_slots_when_scraped(re
 
 async def test_queue_depth_leaves_out_the_running_jobs_arq_keeps_on_its_queue(redis: Redis) -> None:
     queue = JobQueue(ArqRedis(connection_pool=redis.connection_pool), f"test:{uuid.uuid4().hex[:8]}")
-    metrics = WebMetrics(queue, StreamSlots(per_client=0), StreamCounters())
+    metrics = WebMetrics(registry, queue, StreamSlots(per_client=0), StreamCounters())
     for _ in range(3):
         await queue.enqueue("simulate", new_job_id(), {"steps": 1, "interval_ms": 0})
     samples = parse(await metrics.exposition())
@@ -83,7 +84,9 @@ async def test_queue_depth_leaves_out_the_running_jobs_arq_keeps_on_its_queue(re
 async def test_without_redis_the_queue_gauges_are_left_out_and_the_rest_served() -> None:
     unreachable = ArqRedis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     try:
-        metrics = WebMetrics(JobQueue(unreachable, "arq:queue"), StreamSlots(per_client=0), StreamCounters())
+        metrics = WebMetrics(
+            registry, JobQueue(unreachable, "arq:queue"), StreamSlots(per_client=0), StreamCounters()
+        )
         samples = parse(await metrics.exposition())
     finally:
         await unreachable.aclose()

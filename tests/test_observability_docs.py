@@ -16,11 +16,12 @@ from redis.asyncio import Redis
 
 from jobpulse.logs import JsonFormatter
 from jobpulse.settings import Settings
-from web.limits import StreamSlots
-from web.metrics import WebMetrics
-from web.queue import JobQueue
-from web.stream_counters import StreamCounters
-from worker import metrics as worker_metrics
+from jobpulse.web.access.limits import StreamSlots
+from jobpulse.web.metrics import WebMetrics
+from jobpulse.web.queue import JobQueue
+from jobpulse.web.streaming.stream_counters import StreamCounters
+from jobpulse.worker import metrics as worker_metrics
+from worker.tasks import registry
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "OBSERVABILITY.md").read_text()
 
@@ -46,7 +47,9 @@ def exposed(text: str) -> dict[str, str]:
 @pytest.mark.anyio
 async def test_the_web_table_lists_what_web_metrics_exposes(redis: Redis) -> None:
     queue = JobQueue(ArqRedis(connection_pool=redis.connection_pool), f"test:{uuid.uuid4().hex[:8]}")
-    text = (await WebMetrics(queue, StreamSlots(per_client=0), StreamCounters()).exposition()).decode()
+    text = (
+        await WebMetrics(registry, queue, StreamSlots(per_client=0), StreamCounters()).exposition()
+    ).decode()
     assert documented_metrics("Web") == exposed(text)
 
 

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer
 from tests.processes import Process, process_env, wait_until_serving, web_process, worker_process
 from tests.sse import Event, ids, read_events, read_to_the_end
 

@@ -13,7 +13,7 @@ from jobpulse.ids import new_job_id
 from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
-from worker.progress import REPORTER_KEY, JobAborted, ProgressReporter, progress
+from jobpulse.worker.progress import REPORTER_KEY, JobAborted, ProgressReporter, progress
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from stack.redis_server import free_port
+from jobpulse.stack.redis_server import free_port
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def curl_commands(section: str | None = None) -> list[str]:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m stack` (what `scripts/up` runs), with no REDIS_URL: it must start its own Redis."""
+    """`python -m jobpulse.stack` (what `scripts/up` runs), with no REDIS_URL: it must start its own Redis."""
     yield from run_stack(tmp_path_factory, {})
 
 
@@ -68,7 +68,7 @@ def run_stack(tmp_path_factory: pytest.TempPathFactory, extra_env: dict[str, str
     env.update(extra_env)
     log = (data / "stack.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "stack", "--port", str(port), "--data", str(data)],
+        [sys.executable, "-m", "jobpulse.stack", "--port", str(port), "--data", str(data)],
         cwd=ROOT,
         env=env,
         stdout=log,

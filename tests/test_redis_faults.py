@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from jobpulse.settings import Settings
-from stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer
 from tests.conftest import WebServer, WorkerProcess
 from tests.sse import ids, read_to_the_end
 from tests.tcp_proxy import FreezableProxy

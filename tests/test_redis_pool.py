@@ -15,8 +15,8 @@ from jobpulse.ids import new_job_id
 from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
+from jobpulse.worker.redis_pool import WORKER_CLIENT_NAME, HiredisPackingConnection, worker_redis
 from tests.conftest import WorkerProcess
-from worker.redis_pool import WORKER_CLIENT_NAME, HiredisPackingConnection, worker_redis
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.redis_server import RedisServer, free_port
+from jobpulse.stack.redis_server import RedisServer, free_port
 
 
 def test_private_server_starts_answers_and_cleans_up() -> None:

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from jobpulse import keys
 from jobpulse.events import event_id_from_entry, from_stream_entry
-from stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer
 from tests.processes import Process, process_env, wait_until_serving, web_process, worker_process
 from tests.sse import Event
 

@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from jobpulse.tasks import SimulateParams
-from worker.progress import REPORTER_KEY
-from worker.tasks.simulate import simulate
+from jobpulse.worker.progress import REPORTER_KEY
+from worker.tasks.simulate import SimulateParams, simulate
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ from jobpulse.models import ProgressEvent
 from jobpulse.settings import Settings
 from jobpulse.status import EventType, JobStatus
 from jobpulse.store import JobAlreadyFinished, JobNotFound, JobStore, JobStoreError, StaleAttempt
-from worker.redis_pool import worker_redis
+from jobpulse.worker.redis_pool import worker_redis
 
 pytestmark = pytest.mark.anyio
 

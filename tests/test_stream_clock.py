@@ -5,7 +5,7 @@ import asyncio
 import anyio
 import pytest
 
-from web.stream_clock import StreamClock
+from jobpulse.web.streaming.stream_clock import StreamClock
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ import pytest
 
 from jobpulse.events import StoredEvent
 from jobpulse.store import JobState
-from web.subscription import Subscription
+from jobpulse.web.streaming.subscription import Subscription
 
 pytestmark = pytest.mark.anyio
 

@@ -10,10 +10,10 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from jobpulse.settings import Settings
-from stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer
+from jobpulse.web.access.access_log import redact
 from tests.conftest import Stack, StackFactory
 from tests.processes import process_env, wait_until_serving, web_process
-from web.access_log import redact
 
 pytestmark = pytest.mark.anyio
 

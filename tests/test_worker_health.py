@@ -12,9 +12,9 @@ from typing import cast
 import pytest
 from redis import Redis
 
-from stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer
+from jobpulse.worker.arq_settings import health_check_key
 from tests.processes import ROOT, process_env, worker_process
-from worker.settings import health_check_key
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,5 @@
-"""A worker's Prometheus metrics (worker.metrics), scraped from a real `arq worker.WorkerSettings`."""
+"""A worker's Prometheus metrics (`jobpulse.worker.metrics`),
+scraped from a real `arq worker.WorkerSettings`."""
 
 import asyncio
 import socket
@@ -8,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from stack.redis_server import free_port
+from jobpulse.stack.redis_server import free_port
+from jobpulse.worker import metrics
 from tests.conftest import Stack, StackFactory
 from tests.processes import Process, process_env, worker_process
 from tests.test_metrics import Samples, parse, value
-from worker import metrics
 
 pytestmark = pytest.mark.anyio
 

@@ -1,1 +1,1 @@
-"""The jobpulse web app: start it with `uvicorn web.app:app`."""
+"""The reference service's web side: `uvicorn web.app:app` (see web/app.py)."""

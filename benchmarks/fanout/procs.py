@@ -10,7 +10,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from stack.processes import stop_process
+from jobpulse.stack.processes import stop_process
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 

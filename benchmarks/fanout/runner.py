@@ -27,7 +27,7 @@ from benchmarks.fanout.procs import (
     uvicorn_args,
     wait_for_http,
 )
-from stack.redis_server import RedisServer, free_port
+from jobpulse.stack.redis_server import RedisServer, free_port
 
 
 @dataclass

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from jobpulse.cli.arguments import build_parser
-from jobpulse.cli.commands import JOB_COMMANDS, up
+from jobpulse.cli.commands import JOB_COMMANDS, SERVICE_COMMANDS
 from jobpulse.cli.exit_codes import CommandError, ExitCode
 from jobpulse.cli.progress_view import write_line
 from jobpulse.client import (
@@ -62,8 +62,8 @@ def _as_command_error(exc: JobpulseError) -> CommandError:
 
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "up":
-        return up(args)
+    if args.command in SERVICE_COMMANDS:
+        return SERVICE_COMMANDS[args.command](args)
     try:
         client = Client(args.url, token=args.token)
     except ValueError as exc:  # a base URL that is not an http(s) URL

@@ -15,12 +15,16 @@ examples:
   jobpulse submit simulate steps=20 interval_ms=200      # prints the id: then
   jobpulse watch ID --timeout 60
   jobpulse upload data.csv --wait --json
-  jobpulse up --port 9000"""
+  jobpulse up --port 9000
+  jobpulse up --tasks myapp.tasks:tasks                   # your own tasks, no Python app needed
+  jobpulse web --tasks myapp.tasks:tasks --port 8000     # or one part at a time
+  jobpulse worker --tasks myapp.tasks:tasks"""
 
 ENVIRONMENT_HELP = """\
 environment:
   JOBPULSE_URL     the server's base URL when --url is not given (default http://127.0.0.1:8000)
   JOBPULSE_TOKEN   the bearer token when --token is not given
+  JOBPULSE_TASKS   the task registry (module:attribute) when --tasks is not given
   TTY_INTERACTIVE  1 shows the live progress bar even when stdout is not a terminal, 0 never shows it"""
 
 
@@ -143,13 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("id", help="the job's id")
     cancel.add_argument("--json", action="store_true", help="print the job as JSON")
 
+    tasks_help = (
+        "your task registry as module:attribute, e.g. myapp.tasks:tasks (default: $JOBPULSE_TASKS; "
+        "`up` in a jobpulse checkout without either runs the reference service's demo tasks)"
+    )
     up = commands.add_parser(
         "up",
         help="run Redis, a worker and the web app on this machine, till Ctrl-C",
-        description="Run the whole system for local use (`python -m stack`): a private Redis unless "
-        "REDIS_URL is set, one arq worker and the web app. Ctrl-C stops everything.",
+        description="Run the whole system for local use: a private Redis unless REDIS_URL is set, one arq "
+        "worker and the web app. Ctrl-C stops everything.",
     )
+    up.add_argument("--tasks", metavar="MODULE:ATTRIBUTE", help=tasks_help)
     up.add_argument("--host", help="interface to serve on (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="port to serve on (default $PORT, else 8000)")
     up.add_argument("--data", type=Path, help="where a private Redis keeps its data (default var/redis)")
+    web = commands.add_parser(
+        "web",
+        help="serve the web app for your tasks (uvicorn), till Ctrl-C",
+        description="Serve jobpulse's standalone web app for a task registry with uvicorn.",
+    )
+    web.add_argument("--tasks", metavar="MODULE:ATTRIBUTE", help=tasks_help)
+    web.add_argument("--host", default="127.0.0.1", help="interface to serve on (default 127.0.0.1)")
+    web.add_argument("--port", type=int, help="port to serve on (default $PORT, else 8000)")
+    worker = commands.add_parser(
+        "worker",
+        help="run an arq worker for your tasks, till Ctrl-C",
+        description="Run an arq worker (`arq jobpulse.worker.entry.WorkerSettings`) for a task registry.",
+    )
+    worker.add_argument("--tasks", metavar="MODULE:ATTRIBUTE", help=tasks_help)
     return parser

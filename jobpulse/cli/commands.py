@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from jobpulse.cli.arguments import params_dict
 from jobpulse.cli.exit_codes import CommandError, ExitCode
@@ -95,12 +96,34 @@ def cancel(client: Client, args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
-def up(args: argparse.Namespace) -> int:
-    """`python -m stack` with this interpreter: this process becomes it, so Ctrl-C reaches it directly."""
-    command = [sys.executable, "-m", "stack"]
-    for option in ("host", "port", "data"):
-        if (value := getattr(args, option)) is not None:
-            command += [f"--{option}", str(value)]
+# What `jobpulse up` runs: the library's own entry points for a registry named by --tasks or
+# JOBPULSE_TASKS, else, from a jobpulse checkout, the reference service (its demo tasks).
+LIBRARY_TARGETS = ("jobpulse.worker.entry.WorkerSettings", "jobpulse.web.entry:app")
+REFERENCE_TARGETS = ("worker.WorkerSettings", "web.app:app")
+
+
+def _tasks(args: argparse.Namespace) -> str | None:
+    """--tasks, else $JOBPULSE_TASKS; --tasks is put in the environment the servers read."""
+    if args.tasks:
+        os.environ["JOBPULSE_TASKS"] = args.tasks
+    return os.environ.get("JOBPULSE_TASKS") or None
+
+
+def _no_tasks() -> CommandError:
+    return CommandError(
+        ExitCode.USAGE,
+        "name your task registry: --tasks module:attribute (or JOBPULSE_TASKS), e.g. --tasks tasks:tasks "
+        "for `tasks = TaskRegistry()` in ./tasks.py",
+    )
+
+
+def _reference_service_here() -> bool:
+    cwd = Path.cwd()
+    return (cwd / "web" / "app.py").is_file() and (cwd / "worker" / "__init__.py").is_file()
+
+
+def _become(command: list[str]) -> int:
+    """Run `command` with this interpreter: this process becomes it, so Ctrl-C reaches it directly."""
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name == "posix":
@@ -110,7 +133,42 @@ def up(args: argparse.Namespace) -> int:
         try:
             return child.wait()
         except KeyboardInterrupt:
-            continue  # the child stops everything and exits; wait for it
+            continue  # the child stops and exits; wait for it
+
+
+def up(args: argparse.Namespace) -> int:
+    """`python -m jobpulse.stack`: Redis, a worker and the web app, till Ctrl-C."""
+    if _tasks(args):
+        worker, app = LIBRARY_TARGETS
+    elif _reference_service_here():
+        worker, app = REFERENCE_TARGETS
+    else:
+        raise _no_tasks()
+    command = [sys.executable, "-m", "jobpulse.stack", "--worker", worker, "--app", app]
+    for option in ("host", "port", "data"):
+        if (value := getattr(args, option)) is not None:
+            command += [f"--{option}", str(value)]
+    return _become(command)
+
+
+def web(args: argparse.Namespace) -> int:
+    """uvicorn serving the standalone app for the registry."""
+    if not _tasks(args):
+        raise _no_tasks()
+    port = args.port if args.port is not None else int(os.environ.get("PORT", "8000"))
+    return _become(
+        [sys.executable, "-m", "uvicorn", LIBRARY_TARGETS[1], "--host", args.host, "--port", str(port)]
+    )
+
+
+def worker(args: argparse.Namespace) -> int:
+    """arq's worker for the registry."""
+    if not _tasks(args):
+        raise _no_tasks()
+    return _become([sys.executable, "-m", "arq", LIBRARY_TARGETS[0]])
+
+
+SERVICE_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"up": up, "web": web, "worker": worker}
 
 
 JOB_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], ExitCode]] = {

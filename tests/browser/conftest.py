@@ -17,7 +17,7 @@ import anyio
 import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
-from stack.redis_server import RedisServer, free_port
+from jobpulse.stack.redis_server import RedisServer, free_port
 from tests.processes import Process, process_env, wait_until_serving, web_process, worker_process
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]

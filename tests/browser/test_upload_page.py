@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from playwright.async_api import FileChooser, Locator, Page, Response, expect
 from redis.asyncio import Redis
 
-from stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer
 from tests.browser.conftest import Stack, StackFactory
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -1,12 +1,11 @@
-"""Task implementations, bound to the names and params models registered in `jobpulse.tasks`."""
+"""The reference service's demo tasks, in one registry that its web app and its worker share."""
 
-from worker.lifecycle import TaskImpl
+from jobpulse import TaskRegistry
 from worker.tasks.process_upload import process_upload
 from worker.tasks.simulate import simulate
 
-TASK_IMPLS: dict[str, TaskImpl] = {
-    "simulate": simulate,
-    "process_upload": process_upload,
-}
+registry = TaskRegistry()
+registry.task(simulate)
+registry.task(process_upload)
 
-__all__ = ["TASK_IMPLS"]
+__all__ = ["registry"]

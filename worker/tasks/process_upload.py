@@ -7,11 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from jobpulse.settings import Settings
-from jobpulse.tasks import ProcessUploadParams
-from jobpulse.uploads import UploadStorage
-from worker.errors import TaskFailed
-from worker.progress import progress
+from jobpulse import Settings, TaskFailed, UploadParams, UploadStorage, progress
 from worker.tasks.upload_analysis import FileProgress, analyse
 
 UPLOADS_KEY = "jobpulse_uploads"
@@ -40,6 +36,24 @@ class UploadReading:
 
     def stop(self) -> None:
         self.readers.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class UploadReadingHooks:
+    """arq hooks that start `UploadReading` with the worker and stop it with the worker."""
+
+    settings: Settings
+
+    async def on_startup(self, ctx: dict[str, Any]) -> None:
+        ctx[UPLOADS_KEY] = UploadReading.start(self.settings)
+
+    async def on_shutdown(self, ctx: dict[str, Any]) -> None:
+        if UPLOADS_KEY in ctx:
+            ctx.pop(UPLOADS_KEY).stop()
+
+
+class ProcessUploadParams(UploadParams):
+    """Read the job's uploaded file and report its size, line count and SHA-256 (and CSV/image facts)."""
 
 
 class UploadMissing(TaskFailed):

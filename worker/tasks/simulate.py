@@ -3,8 +3,22 @@
 import asyncio
 from typing import Any
 
-from jobpulse.tasks import SimulateParams
-from worker.progress import progress
+from pydantic import BaseModel, ConfigDict, Field
+
+from jobpulse import progress
+
+
+class SimulateParams(BaseModel):
+    """Emit `steps` progress updates ending at 100, `interval_ms` apart, after `start_delay_ms`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(ge=1, le=100_000, description="Number of progress updates.")
+    interval_ms: int = Field(ge=0, le=60_000, description="Pause between updates.")
+    start_delay_ms: int = Field(default=0, ge=0, le=60_000, description="Pause before the first update.")
+    fail_at: int | None = Field(
+        default=None, ge=1, le=100_000, description="Raise an error at this step instead of reporting it."
+    )
 
 
 class SimulatedFailure(RuntimeError):

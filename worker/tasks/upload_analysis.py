@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from worker.errors import TaskFailed
+from jobpulse import TaskFailed
 
 CHUNK_BYTES = 1024 * 1024
 MAX_COLUMNS_SHOWN = 50

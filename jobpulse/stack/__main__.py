@@ -1,0 +1,120 @@
+"""`python -m jobpulse.stack`: Redis (private unless REDIS_URL is set), an arq worker and a web app.
+
+`jobpulse up` and `scripts/up` run it: `--worker` names the arq worker settings and `--app` the ASGI app
+(the reference service's by default; `jobpulse up --tasks` passes jobpulse's own entry points).
+
+A small supervisor for trying jobpulse on one machine: a child that dies is started again (an arq worker
+exits after JOBPULSE_REDIS_RECONNECT_S without Redis), unless it keeps dying right after its start, which
+means something is wrong (a port in use, a broken install) and everything stops.
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobpulse.stack.processes import stop_process
+from jobpulse.stack.redis_server import RedisServer, env_with_redis
+
+# A child that exits this soon after starting, this many times in a row, is not restarted again.
+_QUICK_EXIT_S = 5.0
+_QUICK_EXITS_TOLERATED = 3
+
+
+def say(text: str) -> None:
+    print(f"jobpulse: {text}", flush=True)  # noqa: T201
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    quick_exits: int = field(default=0)
+
+    def start(self) -> None:
+        # A session of its own: Ctrl-C reaches only the supervisor, which stops the children in order.
+        self.popen = subprocess.Popen(self.args, env=self.env, start_new_session=True)
+        self.started_at = time.monotonic()
+
+    def exited(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+    def stop(self, timeout_s: float = 15) -> None:
+        if self.popen is not None:
+            stop_process(self.popen, timeout_s)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobpulse.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", default="worker.WorkerSettings", help="arq worker settings to run")
+    parser.add_argument("--app", default="web.app:app", help="ASGI app for uvicorn to serve")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("var/redis"),
+        help="where a private Redis keeps its append-only file",
+    )
+    args = parser.parse_args()
+
+    redis: RedisServer | None = None
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        args.data.mkdir(parents=True, exist_ok=True)
+        redis = RedisServer(appendonly=True, directory=args.data.resolve()).start()
+        url = redis.url
+        say(f"started a private Redis at {url} (data in {args.data})")
+    env = env_with_redis(url)
+    python = sys.executable
+    web_args = ["--host", args.host, "--port", str(args.port), "--timeout-graceful-shutdown", "5"]
+    children = [
+        Child("worker", [python, "-m", "arq", args.worker], env),
+        Child("web", [python, "-m", "uvicorn", args.app, *web_args], env),
+    ]
+    for child in children:
+        child.start()
+    say(f"web on http://{args.host}:{args.port} (API docs at /docs); Ctrl-C stops everything")
+
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exit_code = 0
+    try:
+        while not stopping:
+            for child in children:
+                if (code := child.exited()) is None:
+                    continue
+                quick = time.monotonic() - child.started_at < _QUICK_EXIT_S
+                child.quick_exits = child.quick_exits + 1 if quick else 0
+                if child.quick_exits >= _QUICK_EXITS_TOLERATED:
+                    say(f"{child.name} keeps exiting right after it starts (last exit code {code}); stopping")
+                    stopping, exit_code = True, 1
+                    break
+                say(f"{child.name} exited with {code}; starting it again")
+                time.sleep(1)
+                child.start()
+            time.sleep(0.2)
+    finally:
+        for child in reversed(children):  # the web first: its streams end, then the worker's jobs
+            child.stop()
+        if redis is not None:
+            redis.stop()
+    say("stopped")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

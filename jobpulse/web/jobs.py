@@ -1,0 +1,125 @@
+"""`Jobs`: submit, read and cancel jobs from Python, exactly as `POST /jobs`, `GET` and `DELETE` do.
+
+The routes are thin over it, and a user's own endpoint gets one through `JobsDep`
+(`jobs: JobsDep` in its signature) to start a job from their own flow and hand the browser its stream.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
+
+from jobpulse.ids import is_job_id, new_job_id
+from jobpulse.logs import bind_job
+from jobpulse.models import JobView, SubmittedJob
+from jobpulse.registry import TaskRegistry
+from jobpulse.status import JobStatus
+from jobpulse.store import JobNotFound, JobState
+from jobpulse.web.errors import ApiError
+from jobpulse.web.services import Services
+
+logger = logging.getLogger(__name__)
+
+
+def validation_errors(exc: ValidationError, *prefix: str | int) -> list[dict[str, Any]]:
+    """pydantic's errors in our 422 shape: `loc`, `msg` and `type` only, never the input."""
+    return [
+        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def _task_error(loc: tuple[str, ...], msg: str, kind: str) -> ApiError:
+    return ApiError(422, [{"loc": [*loc, "task"], "msg": msg, "type": kind}])
+
+
+def validate_params(
+    registry: TaskRegistry,
+    task: str,
+    params: BaseModel | Mapping[str, Any] | None,
+    loc: tuple[str, ...] = (),
+    *,
+    started_here: bool = False,
+) -> BaseModel:
+    """`params` as the task's params model, without running task code; 422 for an unknown task, for one
+    another endpoint starts (unless `started_here`), and for params that do not fit."""
+    spec = registry.get(task)
+    if spec is None:
+        known = ", ".join(registry.submittable())
+        raise _task_error(loc, f"Unknown task {task!r}; tasks you can submit here: {known}.", "unknown_task")
+    if spec.started_by is not None and not started_here:
+        raise _task_error(loc, f"Task {task!r} is started by {spec.started_by}, not here.", "not_submittable")
+    if isinstance(params, spec.params_model):
+        return params
+    raw = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
+    try:
+        return spec.params_model.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        raise ApiError(422, validation_errors(exc, *loc, "params")) from None
+
+
+class Jobs:
+    """One app's jobs. Errors are `ApiError` (422 for bad params, 404, 409) or a Redis error (503)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def submit(
+        self,
+        task: str,
+        params: BaseModel | Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+        started_here: bool = False,
+    ) -> SubmittedJob:
+        """Validate, record as `queued` and enqueue, like `POST /jobs`: the job with `events_url` and
+        its `token`. `params` is a dict or an instance of the task's params model.
+
+        `started_here` is for the endpoint that starts a task `POST /jobs` refuses (`started_by`).
+        """
+        services = self._services
+        model = validate_params(services.registry, task, params, started_here=started_here)
+        job_id = job_id or new_job_id()
+        bind_job(job_id)  # this request's later log lines, its access line included, are about this job
+        params_json = model.model_dump(mode="json")
+        state = await services.store.create(job_id, task, params_json)
+        try:
+            await services.queue.enqueue(task, job_id, params_json)
+        except BaseException:  # including cancellation: a job nobody will run must not stay `queued`
+            logger.exception("job %s: enqueue failed", job_id)
+            with contextlib.suppress(RedisError):
+                await asyncio.shield(
+                    services.store.set_status(
+                        job_id, JobStatus.FAILED, attempt=0, error="could not be queued"
+                    )
+                )
+            raise
+        view = services.view(state)
+        return SubmittedJob(**view.model_dump(), token=services.access.issue_token(job_id))
+
+    async def state(self, job_id: str) -> JobState:
+        """The job's state; `JobNotFound` (404) for an unknown or malformed id alike, so ids cannot be
+        probed."""
+        state = await self._services.store.get(job_id) if is_job_id(job_id) else None
+        if state is None:
+            raise JobNotFound(job_id)
+        return state
+
+    async def get(self, job_id: str) -> JobView:
+        """The job as `GET /jobs/{id}` shows it."""
+        return self._services.view(await self.state(job_id))
+
+    async def cancel(self, job_id: str) -> JobView:
+        """Like `DELETE /jobs/{id}`: a queued job never starts, a running one is aborted; 409 once ended."""
+        bind_job(job_id)
+        services = self._services
+        state = await self.state(job_id)
+        await services.store.set_status(
+            job_id, JobStatus.CANCELLED, attempt=state.attempt, error="cancelled by request"
+        )
+        await services.queue.abort(job_id)
+        return await self.get(job_id)

@@ -1,0 +1,168 @@
+"""`worker_settings(registry)`: what arq's CLI (and `arq.Worker`) takes to run a registry's tasks.
+
+The user's own arq settings compose with ours: their plain `functions` and `cron_jobs` run beside our
+tasks, their `on_startup`/`on_shutdown`/`on_job_start`/`on_job_end` hooks run as well as ours (ours set
+up first and tear down last), and any other arq setting they pass wins over our default. A few settings
+would break the contract with the web (where jobs are enqueued, how they are encoded) and are refused
+with the variable to set instead.
+"""
+
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.cron import CronJob
+from arq.worker import Function, func
+
+from jobpulse import queue_codec
+from jobpulse.registry import TaskDefinitionError, TaskRegistry
+from jobpulse.settings import Settings
+from jobpulse.store import JobStore
+from jobpulse.uploads import UploadParams, UploadStorage
+from jobpulse.worker import metrics
+from jobpulse.worker.heartbeat import StallReaper
+from jobpulse.worker.job_logs import configure_worker_logging, on_job_start
+from jobpulse.worker.lifecycle import STORE_KEY, lifecycle_task
+from jobpulse.worker.redis_pool import worker_redis
+from jobpulse.worker.upload_sweeper import upload_sweeper
+
+REAPER_KEY = "jobpulse_reaper"
+METRICS_KEY = "jobpulse_metrics"
+SETTINGS_KEY = "jobpulse_settings"
+
+Hook = Callable[[dict[str, Any]], Awaitable[Any]]
+
+# arq's `health_check_key` default (`<queue>:health-check`) is one key for every worker on the queue:
+# with four workers, `arq --check` passed while any one was alive, and one worker stopping deleted the
+# key the other three's checks read. Ours adds the host name, which is the container's in Docker and
+# the pod's on Kubernetes, and which `arq --check` computes the same in the same container.
+HEALTH_CHECK_SUFFIX = ":health-check:"
+
+# arq's own timeout only backs ours up: ours fires first and is reported as a failure.
+_ARQ_TIMEOUT_MARGIN_S = 30
+
+# Settings the web must agree on, or that our store relies on: set through jobpulse's Settings instead.
+_REFUSED = {
+    "redis_settings": "set REDIS_URL (or pass settings=Settings(redis_url=...))",
+    "redis_pool": "set REDIS_URL (or pass settings=Settings(redis_url=...))",
+    "queue_name": "set JOBPULSE_QUEUE_NAME, the same for the web and the worker",
+    "job_serializer": "jobs are JSON on the queue (jobpulse.queue_codec); the web writes them so",
+    "job_deserializer": "jobs are JSON on the queue (jobpulse.queue_codec); the web writes them so",
+    "allow_abort_jobs": "DELETE /jobs/{id} needs it on",
+}
+_HOOKS = ("on_startup", "on_shutdown", "on_job_start", "on_job_end")
+
+
+def health_check_key(queue_name: str) -> str:
+    """The key this host's worker refreshes and `arq --check` with the same settings on this host reads."""
+    return f"{queue_name}{HEALTH_CHECK_SUFFIX}{socket.gethostname()}"
+
+
+def _function_name(function: Any) -> str:
+    return function.name if isinstance(function, Function) else getattr(function, "__name__", repr(function))
+
+
+def _compose(first: Hook | None, second: Hook | None) -> Hook | None:
+    """One arq hook that awaits `first`, then `second`."""
+    if first is None or second is None:
+        return first or second
+
+    async def both(ctx: dict[str, Any]) -> None:
+        await first(ctx)
+        await second(ctx)
+
+    return both
+
+
+def _task_functions(registry: TaskRegistry, settings: Settings, theirs: Iterable[Any]) -> list[Any]:
+    ours = [
+        func(
+            lifecycle_task(spec, settings),  # type: ignore[arg-type]
+            name=spec.name,
+            # We count attempts ourselves; arq must still call us once more so we can publish `failed`.
+            max_tries=spec.tries(settings.max_tries) + 1,
+            timeout=spec.timeout(settings.job_timeout_s) + _ARQ_TIMEOUT_MARGIN_S,
+        )
+        for spec in registry
+    ]
+    theirs = list(theirs)
+    clashes = sorted({_function_name(f) for f in theirs} & set(registry.names))
+    if clashes:
+        raise TaskDefinitionError(
+            f"functions= names {clashes}, which the task registry has too: rename one of them"
+        )
+    return [*ours, *theirs]
+
+
+def worker_settings(
+    registry: TaskRegistry,
+    *,
+    settings: Settings | None = None,
+    owns_process: bool = True,
+    **arq_settings: Any,
+) -> dict[str, Any]:
+    """Worker settings for `arq`: `WorkerSettings = worker_settings(tasks, functions=[other_fn])`.
+
+    `settings` defaults to `Settings()`, read from the environment now. `owns_process` (the default, for
+    `arq worker.WorkerSettings`) lets the worker configure the process's logging (jobpulse.logs) as it
+    starts: arq's CLI configures its own logging after importing the settings, so that is the first
+    moment ours can take over. Pass `owns_process=False` when the worker runs inside a process that
+    configures its own logging (a test, an embedding program).
+    """
+    registry.check()
+    if refused := sorted(set(arq_settings) & set(_REFUSED)):
+        raise TaskDefinitionError(
+            "worker_settings() does not take " + "; ".join(f"{key}: {_REFUSED[key]}" for key in refused)
+        )
+    settings = settings or Settings()
+    metrics.declare_tasks(registry.names)
+    uploads = any(issubclass(spec.params_model, UploadParams) for spec in registry)
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        if owns_process:
+            configure_worker_logging(settings.log_format)
+        ctx[SETTINGS_KEY] = settings
+        if settings.worker_metrics_port:
+            ctx[METRICS_KEY] = metrics.serve(settings.worker_metrics_port)
+        ctx[STORE_KEY] = store = JobStore(ctx["redis"], settings, batch_progress=True)
+        ctx[REAPER_KEY] = reaper = StallReaper(ctx["redis"], store, settings, registry)
+        reaper.start()
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if METRICS_KEY in ctx:
+            ctx.pop(METRICS_KEY)()
+        if REAPER_KEY in ctx:
+            await ctx[REAPER_KEY].stop()
+
+    user_hooks = {name: arq_settings.pop(name, None) for name in _HOOKS}
+    cron_jobs: list[CronJob] = []
+    if uploads:
+        cron_jobs.append(upload_sweeper(UploadStorage(settings.upload_dir), settings.upload_retention_s))
+    cron_jobs += list(arq_settings.pop("cron_jobs", None) or [])
+    ours: dict[str, Any] = {
+        "functions": _task_functions(registry, settings, arq_settings.pop("functions", None) or []),
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_pool": worker_redis(settings),
+        # Never pickle: see jobpulse.queue_codec.
+        "job_serializer": queue_codec.encode,
+        "job_deserializer": queue_codec.decode,
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.max_jobs,
+        "allow_abort_jobs": True,
+        # arq's graceful stop: on SIGTERM/SIGINT, no new jobs, and running ones get this long to finish.
+        "job_completion_wait": settings.shutdown_grace_s,
+        "poll_delay": settings.worker_poll_delay_s,
+        # Written every interval, expiring one second later: `arq --check` exits 1 once this host's
+        # worker has stopped polling for that long (arq's default interval is an hour).
+        "health_check_interval": settings.worker_health_check_s,
+        "health_check_key": health_check_key(settings.queue_name),
+        "keep_result": 60,
+        # Ours set up first and tear down last, so the user's hooks can use what ours made.
+        "on_startup": _compose(on_startup, user_hooks["on_startup"]),
+        "on_shutdown": _compose(user_hooks["on_shutdown"], on_shutdown),
+        "on_job_start": _compose(on_job_start, user_hooks["on_job_start"]),
+        "on_job_end": user_hooks["on_job_end"],
+        "cron_jobs": cron_jobs,
+    }
+    return {**ours, **arq_settings}
