@@ -52,7 +52,7 @@ def settings(redis_server: RedisServer, tmp_path: Path) -> Settings:
         worker_poll_delay_s=0.05,
         keepalive_s=15,
         upload_dir=tmp_path / "uploads",
-        # As in tests.processes.NO_CLIENT_LIMITS: the tests of the limits set their own.
+        # As in tests.support.processes.NO_CLIENT_LIMITS: the tests of the limits set their own.
         submissions_per_minute=0,
         max_streams_per_client=0,
     )

@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright
 
 from jobpulse.stack.redis_server import RedisServer, free_port
-from tests.processes import Process, process_env, wait_until_serving, web_process, worker_process
+from tests.support.processes import Process, process_env, wait_until_serving, web_process, worker_process
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 VIEWPORT: ViewportSize = {"width": 1100, "height": 800}

@@ -19,7 +19,7 @@ import pytest
 from playwright.async_api import Page, Request, expect
 
 from tests.browser.conftest import Stack, StackFactory
-from tests.browser.test_upload_page import (
+from tests.browser.upload_page import (
     SLOW_BYTES_PER_S,
     bar_value,
     card,

@@ -12,8 +12,8 @@ task end.
 This reaches into uvicorn's httptools protocol, so it is done only when everything is as expected (the
 exact classes, a chunked body under way, nothing pipelined behind it, no TLS) and otherwise declined:
 the caller then serves the stream through ASGI as before. Any other server, uvicorn's h11 protocol, or a
-test's in-memory transport get the ASGI path. `tests/test_handoff.py` checks both paths and watches
-this module's assumptions about uvicorn's internals.
+test's in-memory transport get the ASGI path. `tests/integration/test_handoff.py` checks both paths and
+watches this module's assumptions about uvicorn's internals.
 
 What uvicorn no longer does for a handed-off stream, the stream does itself: flow control (its
 protocol gets `pause_writing`/`resume_writing`), the chunked framing, and closing at shutdown — uvicorn

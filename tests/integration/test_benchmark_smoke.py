@@ -1,0 +1,36 @@
+"""The benchmarks at smoke size: only correctness is asserted (performance is read, not tested)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.write_floor import EVENT
+from tests.support.processes import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+
+
+def test_the_fanout_benchmark_smoke_run_loses_repeats_and_reorders_nothing() -> None:
+    # Pinned, so that the pinning is exercised too: the web on one CPU, everything else on the others.
+    result = _run("benchmarks.fanout", "--smoke", "--pin")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every stream got every event once, in order" in result.stdout, result.stdout
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert "pinned: the web process alone on CPU [" in result.stdout, result.stdout
+    assert "after the generator's parse p50/p99 ms" in result.stdout, result.stdout
+
+
+def test_the_write_floor_benchmark_delivers_every_byte_it_sends() -> None:
+    result = _run("benchmarks.write_floor", "--sockets", "20", "--rounds", "5", "--interval-ms", "10")
+    assert result.returncode == 0, result.stdout + result.stderr
+    sent = 20 * 5 * len(EVENT)
+    assert f"bytes received/sent: {sent:,}/{sent:,}; short sends: 0" in result.stdout, result.stdout
+    assert "sender CPU per send:" in result.stdout, result.stdout
