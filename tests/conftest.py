@@ -15,6 +15,7 @@ import httpx
 import pytest
 import uvicorn
 from arq.worker import Worker
+from fastapi import FastAPI
 from redis.asyncio import Redis
 
 import web.app
@@ -105,11 +106,12 @@ class WorkerProcess:
 
 
 class WebServer:
-    """The web app served by a real uvicorn on a free port in this event loop."""
+    """An app served by a real uvicorn on a free port in this event loop: by default the reference
+    service's for `settings`, or any app that includes jobpulse's router (`app=`)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, app: FastAPI | None = None) -> None:
         self.settings = settings
-        self.app = web.app.build(settings)
+        self.app = app if app is not None else web.app.build(settings)
         self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(

@@ -5,9 +5,10 @@ handlers: a router included in someone else's app must leave that app's handlers
 answer its own errors in its own shape, `{"detail": ...}`.
 """
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -34,17 +35,18 @@ class HTTPError(BaseModel):
 ERROR_BODY: dict[str, Any] = {"model": HTTPError}
 
 
-class ApiError(Exception):
-    """An answer other than success, with its `status`, `detail` and headers (401, 413, 429, ...)."""
+class ApiError(HTTPException):
+    """An answer other than success, with its status, `detail` and headers (401, 413, 422, 429, ...).
+
+    An `HTTPException`, so that raised in a user's own route (by `JobsDep`'s `submit`, say) it is
+    answered by that app's handler for them, `{"detail": ...}` by default, as in jobpulse's routes.
+    """
 
     def __init__(self, status: int, detail: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(str(detail))
-        self.status = status
-        self.detail = detail
-        self.headers = headers
+        super().__init__(status, detail, headers)
 
 
-def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
@@ -55,7 +57,7 @@ def _retry(status: int, detail: str) -> JSONResponse:
 def error_response(exc: Exception) -> Response | None:
     """The answer for one of jobpulse's errors; None for anything else (a bug: the server's 500)."""
     if isinstance(exc, ApiError):
-        return _error(exc.status, exc.detail, exc.headers)
+        return _error(exc.status_code, exc.detail, exc.headers)
     if isinstance(exc, RequestValidationError):
         # FastAPI's own 422s (query parameters), in the shape of ours: `loc`, `msg` and `type` only.
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]

@@ -173,7 +173,7 @@ async def receive_upload(
             except FormParserError as exc:
                 raise ApiError(400, f"The multipart body is malformed: {exc}") from None
             except ApiError as exc:
-                if exc.status == 413:
+                if exc.status_code == 413:
                     await _drain(chunks, None if declared is None else declared - received)
                 raise
             if len(writer.pending) >= _WRITE_BATCH:

@@ -60,7 +60,8 @@ def health_check_key(queue_name: str) -> str:
 
 
 def _function_name(function: Any) -> str:
-    return function.name if isinstance(function, Function) else getattr(function, "__name__", repr(function))
+    """The name arq will give it (a plain coroutine's `__qualname__`)."""
+    return function.name if isinstance(function, Function) else func(function).name
 
 
 def _compose(first: Hook | None, second: Hook | None) -> Hook | None:

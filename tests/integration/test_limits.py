@@ -94,7 +94,7 @@ async def test_the_allowance_refills_at_the_steady_rate(redis: Redis) -> None:
         await limiter.admit("ip:198.51.100.7")
     with pytest.raises(ApiError) as refused:
         await limiter.admit("ip:198.51.100.7")
-    assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
+    assert refused.value.status_code == 429 and refused.value.headers == {"Retry-After": "1"}
     await anyio.sleep(0.3)  # one submission every 0.25 s
     await limiter.admit("ip:198.51.100.7")
     with pytest.raises(ApiError):
@@ -109,7 +109,7 @@ def test_stream_slots_are_counted_per_client_and_given_back_once() -> None:
     first, second = slots.take("ip:a"), slots.take("ip:a")
     with pytest.raises(ApiError) as refused:
         slots.take("ip:a")
-    assert refused.value.status == 429
+    assert refused.value.status_code == 429
     other = slots.take("ip:b")
     first.release()
     first.release()  # a second release must not free a slot still held
@@ -204,7 +204,7 @@ def test_the_capacity_defaults_to_what_the_open_file_limit_leaves() -> None:
     slot = slots.take("ip:a")
     with pytest.raises(ApiError) as refused:
         slots.take("ip:b")
-    assert refused.value.status == 503
+    assert refused.value.status_code == 503
     slot.release()
     slots.take("ip:b").release()
     assert slots.total == 0

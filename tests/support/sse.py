@@ -30,12 +30,17 @@ async def read_events(
     query: str = "",
     limit: int | None = None,
     deadline_s: float = 30,
+    path: str | None = None,
 ) -> list[Event]:
-    """Events until the server ends the stream (or `limit` events); fails the test after `deadline_s`."""
+    """Events until the server ends the stream (or `limit` events); fails the test after `deadline_s`.
+
+    `path` is the stream's URL path when it is not `/jobs/ID/events` (a router under a prefix)."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
     events: list[Event] = []
     with anyio.fail_after(deadline_s):
-        async with aconnect_sse(client, "GET", f"/jobs/{job_id}/events{query}", headers=headers) as source:
+        async with aconnect_sse(
+            client, "GET", f"{path or f'/jobs/{job_id}/events'}{query}", headers=headers
+        ) as source:
             source.response.raise_for_status()
             async for sse in source.aiter_sse():
                 events.append(Event(sse.id, sse.event, json.loads(sse.data)))
