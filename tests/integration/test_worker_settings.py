@@ -205,7 +205,8 @@ def test_settings_that_would_break_the_contract_are_refused(
     settings: Settings, setting: str, says: str
 ) -> None:
     with pytest.raises(TaskDefinitionError, match=says):
-        worker_settings(tasks, settings=settings, **{setting: None})
+        refused: dict[str, Any] = {setting: None}
+        worker_settings(tasks, settings=settings, **refused)
 
 
 def test_a_plain_function_named_like_a_task_is_refused(settings: Settings) -> None:
