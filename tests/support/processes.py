@@ -15,16 +15,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Process:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT) -> None:
         self.args = args
         self.env = env
         self.log = log
+        self.cwd = cwd  # the checkout by default: where `web.app:app` and `worker.WorkerSettings` live
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Process":
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
-                self.args, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                self.args, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT
             )
         return self
 
