@@ -30,3 +30,15 @@ def running_attempts_key() -> str:
 def submission_rate_key(client: str) -> str:
     """When `client` may next submit, in Redis ms (the submission rate limiter's only state)."""
     return f"{PREFIX}:rate:submit:{client}"
+
+
+# arq's `health_check_key` default (`<queue>:health-check`) is one key for every worker on the queue:
+# with four workers, `arq --check` passed while any one was alive, and one worker stopping deleted the
+# key the other three's checks read. Ours adds the host name, which is the container's in Docker and
+# the pod's on Kubernetes, and which `arq --check` computes the same in the same container.
+HEALTH_CHECK_SUFFIX = ":health-check:"
+
+
+def worker_health_check_key(queue_name: str, host: str) -> str:
+    """The key the worker on `host` refreshes and `arq --check` with the same settings there reads."""
+    return f"{queue_name}{HEALTH_CHECK_SUFFIX}{host}"

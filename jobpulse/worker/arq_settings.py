@@ -15,7 +15,7 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Function, func
 
-from jobpulse import queue_codec
+from jobpulse import keys, queue_codec
 from jobpulse.registry import TaskDefinitionError, TaskRegistry
 from jobpulse.settings import Settings
 from jobpulse.store import JobStore
@@ -32,12 +32,6 @@ METRICS_KEY = "jobpulse_metrics"
 SETTINGS_KEY = "jobpulse_settings"
 
 Hook = Callable[[dict[str, Any]], Awaitable[Any]]
-
-# arq's `health_check_key` default (`<queue>:health-check`) is one key for every worker on the queue:
-# with four workers, `arq --check` passed while any one was alive, and one worker stopping deleted the
-# key the other three's checks read. Ours adds the host name, which is the container's in Docker and
-# the pod's on Kubernetes, and which `arq --check` computes the same in the same container.
-HEALTH_CHECK_SUFFIX = ":health-check:"
 
 # arq's own timeout only backs ours up: ours fires first and is reported as a failure.
 _ARQ_TIMEOUT_MARGIN_S = 30
@@ -56,7 +50,7 @@ _HOOKS = ("on_startup", "on_shutdown", "on_job_start", "on_job_end")
 
 def health_check_key(queue_name: str) -> str:
     """The key this host's worker refreshes and `arq --check` with the same settings on this host reads."""
-    return f"{queue_name}{HEALTH_CHECK_SUFFIX}{socket.gethostname()}"
+    return keys.worker_health_check_key(queue_name, socket.gethostname())
 
 
 def _function_name(function: Any) -> str:
