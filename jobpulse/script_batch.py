@@ -11,6 +11,9 @@ call would: no wait, no extra task. Calls made while one is on its way queue, an
 soon as it is answered; calls made meanwhile make the next batch. So the busier the worker, the larger
 the batches, and Redis runs the calls in the order they were made.
 
+It sits beside the store, which it serves (`JobStore(..., batch_progress=True)`, the worker's), rather than
+in `jobpulse.worker`: the contract imports nothing of either side.
+
 redis-py resends a whole pipeline whose connection dropped. The append script's write id makes a resent
 call harmless only while it is its job's latest write, so no job may have two writes in one batch: the
 progress reporter, the one user, awaits each of a job's writes before it makes the next.

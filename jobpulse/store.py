@@ -24,9 +24,9 @@ from redis.asyncio import Redis
 from jobpulse import keys
 from jobpulse.events import StoredEvent, event_id_from_entry, from_stream_entry
 from jobpulse.models import JobView, StatusEvent, epoch_to_datetime, progress_event_json
+from jobpulse.script_batch import ScriptBatcher
 from jobpulse.settings import Settings
 from jobpulse.status import EventType, JobStatus
-from jobpulse.worker.script_batch import ScriptBatcher
 
 _APPEND = """
 local state, stream = KEYS[1], KEYS[2]
@@ -190,7 +190,7 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
 class JobStore:
     def __init__(self, redis: "Redis", settings: Settings, *, batch_progress: bool = False) -> None:
         """`batch_progress`: progress writes made while another is on its way to Redis go together as
-        one pipeline (`jobpulse.worker.script_batch`), for a worker whose many jobs publish at once."""
+        one pipeline (`jobpulse.script_batch`), for a worker whose many jobs publish at once."""
         self._redis = redis
         self._maxlen = settings.stream_maxlen
         self._retention_s = settings.retention_s

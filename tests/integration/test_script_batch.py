@@ -14,11 +14,11 @@ from redis.exceptions import ResponseError
 
 from jobpulse import keys
 from jobpulse.ids import new_job_id
+from jobpulse.script_batch import ScriptBatcher
 from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobAlreadyFinished, JobStore, StaleAttempt
 from jobpulse.worker.redis_pool import worker_redis
-from jobpulse.worker.script_batch import ScriptBatcher
 
 pytestmark = pytest.mark.anyio
 
