@@ -125,6 +125,15 @@ class DetachedStream(asyncio.Protocol):
 
     # The clock's side.
 
+    @property
+    def job_id(self) -> str:
+        return self._subscription.job_id
+
+    def drop(self) -> None:
+        self._ended = True  # nothing more is written; `connection_lost` follows and cleans up
+        if self._transport is not None:
+            self._transport.abort()
+
     def tick(self, now: float) -> None:
         """Drop a client whose socket has taken nothing for `send_timeout_s`; keep a quiet stream alive."""
         if self._paused_since:

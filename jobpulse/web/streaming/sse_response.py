@@ -113,6 +113,15 @@ class SubscriptionResponse(EventSourceResponse):
         self._hub.release(self._subscription)
         self._on_close()
 
+    @property
+    def job_id(self) -> str:
+        return self._subscription.job_id
+
+    def drop(self) -> None:
+        self._dropped = True
+        if self._task is not None:
+            self._task.cancel()
+
     def tick(self, now: float) -> None:
         """Called by the stream clock: drop a peer that takes no bytes; keep a quiet stream alive."""
         if self._sending_since:

@@ -5,15 +5,28 @@ cancelled per event per client: under fan-out that was a quarter of the web proc
 that almost never fire. Instead each stream notes, with one clock read per send, when its current send
 began and when its last one did; this clock walks the open streams every `tick_s` and acts on the few that
 are due. A deadline therefore fires up to one tick late, which no client can tell from network jitter.
+
+One stream's failure is that stream's alone: a `tick` that raises drops that stream (its client
+reconnects and resumes) and is logged with its job, and the clock goes on for every other stream.
 """
 
 import asyncio
+import contextlib
+import logging
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class Ticking(Protocol):
+    @property
+    def job_id(self) -> str: ...
+
     def tick(self, now: float) -> None:
-        """Act on whatever is due at loop time `now`; must not block or raise."""
+        """Act on whatever is due at loop time `now`; must not block, and should not raise."""
+
+    def drop(self) -> None:
+        """End the stream now, without a goodbye: its client reconnects with its `Last-Event-ID`."""
 
 
 class StreamClock:
@@ -49,5 +62,17 @@ class StreamClock:
         while True:
             await asyncio.sleep(self.tick_s)
             now = loop.time()
-            for stream in list(self._streams):
-                stream.tick(now)
+            for stream in list(self._streams):  # a copy: a stream may leave while it is ticked
+                try:
+                    stream.tick(now)
+                except Exception:
+                    self._drop(stream)
+
+    def _drop(self, stream: Ticking) -> None:
+        self._streams.discard(stream)
+        job_id = getattr(stream, "job_id", None)
+        logger.exception(
+            "job %s: its stream failed in the stream clock; dropped", job_id, extra={"job_id": job_id}
+        )
+        with contextlib.suppress(Exception):
+            stream.drop()
