@@ -13,7 +13,8 @@ This reaches into uvicorn's httptools protocol, so it is done only when everythi
 exact classes, a chunked body under way, nothing pipelined behind it, no TLS) and otherwise declined:
 the caller then serves the stream through ASGI as before. Any other server, uvicorn's h11 protocol, or a
 test's in-memory transport get the ASGI path. `tests/integration/test_handoff.py` checks both paths and
-watches this module's assumptions about uvicorn's internals.
+watches this module's assumptions about uvicorn's internals. uvicorn and httptools are bounded in
+`pyproject.toml` to the releases those tests passed on; the comment there says how to widen them.
 
 What uvicorn no longer does for a handed-off stream, the stream does itself: flow control (its
 protocol gets `pause_writing`/`resume_writing`), the chunked framing, and closing at shutdown — uvicorn
