@@ -18,6 +18,7 @@ from jobpulse.settings import Settings
 from jobpulse.uploads import UploadParams, UploadStorage
 from jobpulse.worker.errors import TaskFailed
 from jobpulse.worker.progress import JobAborted, progress
+from jobpulse.worker.reporter import progress_reporter
 
 __all__ = [
     "JobAborted",
@@ -28,4 +29,5 @@ __all__ = [
     "UploadParams",
     "UploadStorage",
     "progress",
+    "progress_reporter",
 ]

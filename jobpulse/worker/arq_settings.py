@@ -25,6 +25,7 @@ from jobpulse.worker.heartbeat import StallReaper
 from jobpulse.worker.job_logs import configure_worker_logging, on_job_start
 from jobpulse.worker.lifecycle import STORE_KEY, lifecycle_task
 from jobpulse.worker.redis_pool import worker_redis
+from jobpulse.worker.report_relay import RELAY_KEY, ReportRelay
 from jobpulse.worker.upload_sweeper import upload_sweeper
 
 REAPER_KEY = "jobpulse_reaper"
@@ -123,8 +124,11 @@ def worker_settings(
         ctx[STORE_KEY] = store = JobStore(ctx["redis"], settings, batch_progress=True)
         ctx[REAPER_KEY] = reaper = StallReaper(ctx["redis"], store, settings, registry)
         reaper.start()
+        ctx[RELAY_KEY] = ReportRelay()  # progress_reporter()'s; opens its socket on first use
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        if RELAY_KEY in ctx:
+            await ctx.pop(RELAY_KEY).close()
         if METRICS_KEY in ctx:
             ctx.pop(METRICS_KEY)()
         if REAPER_KEY in ctx:

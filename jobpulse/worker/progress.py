@@ -21,14 +21,17 @@ REPORTER_KEY = "jobpulse_reporter"
 
 
 class JobAborted(BaseException):
-    """Raised inside a task by `progress()` once its job was cancelled or handed to another attempt.
+    """Raised inside a task by `progress()` (or a `progress_reporter()`'s report, in the thread or process
+    that calls it) once its job was cancelled, handed to another attempt, or the attempt is over.
 
     A BaseException, so task code's `except Exception` does not swallow it: the task must stop.
     """
 
 
 @dataclass(frozen=True, slots=True)
-class _Update:
+class Update:
+    """One progress report, validated and clamped (see `build_update`)."""
+
     progress: float
     message: str | None
     current: int | None
@@ -45,12 +48,20 @@ class ProgressReporter:
         self._attempt = attempt
         self._interval_s = interval_s
         self._last_publish = -math.inf
-        self._pending: _Update | None = None
+        self._pending: Update | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # keeps publishes in the order they were reported
-        self._aborted = False
+        self._aborted = False  # refused by the store, or closed: every later report raises JobAborted
 
-    async def report(self, update: _Update) -> None:
+    @property
+    def job_id(self) -> str:
+        return self._job_id
+
+    @property
+    def attempt(self) -> int:
+        return self._attempt
+
+    async def report(self, update: Update) -> None:
         if self._aborted:
             raise JobAborted(self._job_id)
         now = time.monotonic()
@@ -81,17 +92,22 @@ class ProgressReporter:
                 await self._publish_locked(update)
 
     def close(self) -> None:
-        """Drop a pending update and its timer: the attempt is over."""
+        """Drop a pending update and its timer: the attempt is over, and later reports raise JobAborted.
+
+        A thread or process the task left running (its awaiting task was cancelled) learns so at its
+        next report, even one that would only have replaced a pending update.
+        """
+        self._aborted = True
         self._pending = None
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
 
-    async def _publish(self, update: _Update) -> None:
+    async def _publish(self, update: Update) -> None:
         async with self._lock:
             await self._publish_locked(update)
 
-    async def _publish_locked(self, update: _Update) -> None:
+    async def _publish_locked(self, update: Update) -> None:
         self._last_publish = time.monotonic()
         try:
             await self._store.set_progress(
@@ -108,6 +124,31 @@ class ProgressReporter:
             raise JobAborted(self._job_id) from exc
 
 
+def build_update(
+    percent: float | None,
+    message: str | None,
+    current: int | None,
+    total: int | None,
+    *,
+    caller: str = "progress()",
+    ts: float | None = None,
+) -> Update:
+    """The update `progress()` (or another `caller`) publishes for these arguments; bad ones raise here."""
+    for name, count in (("current", current), ("total", total)):
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            raise ValueError(f"{caller} {name}= must be a whole number >= 0, not {count!r}")
+    if message is not None and not isinstance(message, str):
+        raise TypeError(f"{caller} message must be a str, not {type(message).__name__}")
+    if percent is None:
+        if current is None or not total:
+            raise ValueError(f"{caller} needs a percent, or current= with a positive total=")
+        percent = 100.0 * current / total
+    if math.isnan(percent):
+        raise ValueError(f"{caller} percent is NaN")
+    clamped = min(100.0, max(0.0, float(percent)))
+    return Update(clamped, message, current, total, time.time() if ts is None else ts)
+
+
 async def progress(
     ctx: Mapping[str, Any],
     percent: float | None = None,
@@ -119,21 +160,11 @@ async def progress(
     """Report progress from a task: `await progress(ctx, 40, "resizing")` or `current=`/`total=`.
 
     Without `percent`, it is `current / total`. Values are clamped to 0-100. Raises `JobAborted` if the
-    job was cancelled meanwhile; let it propagate.
+    job was cancelled meanwhile; let it propagate. From a thread or a process pool, use
+    `progress_reporter(ctx)`.
     """
-    for name, count in (("current", current), ("total", total)):
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
-            raise ValueError(f"progress() {name}= must be a whole number >= 0, not {count!r}")
-    if message is not None and not isinstance(message, str):
-        raise TypeError(f"progress() message must be a str, not {type(message).__name__}")
-    if percent is None:
-        if current is None or not total:
-            raise ValueError("progress() needs a percent, or current= with a positive total=")
-        percent = 100.0 * current / total
-    if math.isnan(percent):
-        raise ValueError("progress() percent is NaN")
+    update = build_update(percent, message, current, total)
     reporter: ProgressReporter | None = ctx.get(REPORTER_KEY)
     if reporter is None:
         raise RuntimeError("progress() needs the ctx arq passes to a jobpulse task (see worker/tasks)")
-    clamped = min(100.0, max(0.0, float(percent)))
-    await reporter.report(_Update(clamped, message, current, total, time.time()))
+    await reporter.report(update)
