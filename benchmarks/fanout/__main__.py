@@ -22,14 +22,18 @@ Scenarios (each starts its own private redis-server, web process and worker/publ
 - slow: one job x `--slow-readers` clients, run twice: alone, then with `--slow-stalled` more clients that
   stop reading after the response head: what they cost the web's memory, and whether the readers notice.
 - idle: `--idle-watchers` streams held open on one web process over `--idle-jobs` queued jobs.
+- embedded: the fanout load and the idle streams, each served by the reference service, by a user's own
+  app that includes the router at /api behind an `@app.middleware("http")` function (`embedded_app.py`),
+  and by the same app with that function marked head-only: deliveries/s, web CPU per delivery and RSS
+  per idle watcher side by side. `--systems embedded,embedded-marked` runs either in the other scenarios.
 
 The load generator is a separate process (`--generators` of them) on raw sockets; its CPU is reported
 and flagged SATURATED when it was the bottleneck. Latency is the time the client's kernel received the
 event (`SO_TIMESTAMPNS`, `stamped_socket`) minus the `ts` the publisher put in it (all `time.time()`,
 same host); the time the generator read it, and parsed it, are printed beside. `--pin` gives the web
 process a CPU of its own, as a server's clients never share its cores; on a two-CPU machine everything
-else shares the other one. `--smoke` runs tiny sizes of jobpulse only and exits 1 unless every stream got
-every event once and in order.
+else shares the other one. `--smoke` runs tiny sizes of jobpulse only (of fanout, hot and idle, or of the
+`--scenario`s given) and exits 1 unless every stream got every event once and in order.
 """
 
 import argparse
@@ -49,10 +53,13 @@ from benchmarks.fanout.report import (
     Figures,
     check,
     correctness_failures,
+    cpu_us_per_delivery,
+    embedded_rows,
     figures,
     table,
 )
 from benchmarks.fanout.runner import (
+    JOBPULSE_APPS,
     Drive,
     Run,
     ceiling_stack,
@@ -63,7 +70,10 @@ from benchmarks.fanout.runner import (
     submit_simulate_jobs,
 )
 
-SCENARIOS = ("ceiling", "fanout", "fanout-light", "fanout-capacity", "hot", "slow", "idle")
+SCENARIOS = ("ceiling", "fanout", "fanout-light", "fanout-capacity", "hot", "slow", "idle", "embedded")
+# The embedded scenario's systems: the reference service first (the others are compared with it), then a
+# user's app with the router included, its middleware not marked and marked head-only.
+EMBEDDED_SYSTEMS = ("jobpulse", "embedded", "embedded-marked")
 
 
 def say(text: str) -> None:
@@ -99,11 +109,11 @@ def run_streams(
             query = f"steps={steps}&interval_ms={interval_ms}&delay_ms={args.start_delay_ms}"
             paths = [f"/paced/{job}?{query}" for job in range(jobs) for _ in range(watchers)]
             return drive(stack, Drive(paths=paths, **common))
-    if system == "jobpulse":
-        with jobpulse_stack(max_jobs=jobs + 10, with_worker=True) as stack:
+    if system in JOBPULSE_APPS:
+        with jobpulse_stack(max_jobs=jobs + 10, with_worker=True, system=system) as stack:
             params = {"steps": steps, "interval_ms": interval_ms, "start_delay_ms": args.start_delay_ms}
-            ids = submit_simulate_jobs(stack, jobs, params)
-            paths = [f"/jobs/{job_id}/events" for job_id in ids for _ in range(watchers)]
+            urls = submit_simulate_jobs(stack, jobs, params)
+            paths = [url for url in urls for _ in range(watchers)]
             return drive(stack, Drive(paths=paths, **common))
     with naive_stack() as stack:
         ids = [uuid.uuid4().hex for _ in range(jobs)]
@@ -119,8 +129,7 @@ def run_slow(args: argparse.Namespace, stalled: int) -> Run:
     readers, steps, interval_ms = args.slow_readers, args.slow_steps, args.slow_interval_ms
     with jobpulse_stack(max_jobs=10, with_worker=True) as stack:
         params = {"steps": steps, "interval_ms": interval_ms, "start_delay_ms": args.start_delay_ms}
-        (job_id,) = submit_simulate_jobs(stack, 1, params)
-        path = f"/jobs/{job_id}/events"
+        (path,) = submit_simulate_jobs(stack, 1, params)
         plan = Drive(
             scenario="slow",
             system=f"jobpulse, {stalled} stalled" if stalled else "jobpulse, none stalled",
@@ -157,11 +166,11 @@ def run_idle(args: argparse.Namespace, system: str) -> Run:
         "hold_s": args.idle_hold_s,
         "web_cpus": args.web_cpus,
     }
-    if system == "jobpulse":
+    if system in JOBPULSE_APPS:
         # No worker: the jobs stay queued, their streams open and idle.
-        with jobpulse_stack(max_jobs=10, with_worker=False) as stack:
-            ids = submit_simulate_jobs(stack, jobs, {"steps": 1, "interval_ms": 0})
-            paths = [f"/jobs/{ids[i % jobs]}/events" for i in range(watchers)]
+        with jobpulse_stack(max_jobs=10, with_worker=False, system=system) as stack:
+            urls = submit_simulate_jobs(stack, jobs, {"steps": 1, "interval_ms": 0})
+            paths = [urls[i % jobs] for i in range(watchers)]
             return drive(stack, Drive(paths=paths, **common))
     with naive_stack() as stack:
         ids = [uuid.uuid4().hex for _ in range(jobs)]
@@ -201,11 +210,6 @@ def _ratio(a: Figures | None, b: Figures | None) -> float:
     return a.deliveries_per_s / b.deliveries_per_s
 
 
-def _cpu_us(f: Figures) -> float:
-    """Web CPU per event delivered, in µs: the efficiency figure that does not depend on offered load."""
-    return f.run.web_cpu_s / f.deliveries * 1e6 if f.deliveries else float("nan")
-
-
 def _saturation_note(f: Figures) -> str:
     """A saturated generator shares the box's CPU with the server; its reads queue behind one another."""
     if not f.gen_saturated:
@@ -243,10 +247,11 @@ def targets(scenario: str, results: list[Figures], ceiling: list[Figures]) -> li
         if (raw := _by_system(ceiling, "bare ASGI")) is not None:
             lines.append(f"  (ours/bare-ASGI ceiling: {_ratio(ours, raw):.2f}x, no target)")
         if streaming is not None and _offered_cap(ours, streaming, 0.8) is not None:
+            ours_us, ceiling_us = cpu_us_per_delivery(ours), cpu_us_per_delivery(streaming)
             lines.append(
                 f"  (the offered load, {ours.run.offered_per_s:,.0f}/s, is itself below 0.8x this ceiling: "
-                f"compare CPU per delivery instead, {_cpu_us(ours):.1f} µs here vs {_cpu_us(streaming):.1f} "
-                f"µs per event at the ceiling = {_cpu_us(streaming) / _cpu_us(ours):.2f}x)"
+                f"compare CPU per delivery instead, {ours_us:.1f} µs here vs {ceiling_us:.1f} "
+                f"µs per event at the ceiling = {ceiling_us / ours_us:.2f}x)"
             )
     if scenario in ("fanout", "fanout-light"):
         light = ours.run.offered_per_s is not None and ours.run.offered_per_s <= 20_000
@@ -292,9 +297,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--systems",
         default="jobpulse,naive,floor",
-        help="comma-separated: jobpulse,naive,floor (not for idle)",
+        help="comma-separated: jobpulse,naive,floor (not for idle), or embedded,embedded-marked (a user's "
+        "app with the router at /api, its middleware not marked / marked head-only)",
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, jobpulse only, exit 1 on loss")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, jobpulse only (unless --scenario), exit 1 on loss"
+    )
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--watchers", type=int, default=20, help="per job")
     parser.add_argument("--steps", type=int, default=100)
@@ -333,7 +341,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
     if args.smoke:
         args.system_list = ["jobpulse"]
-        args.scenarios = ["fanout", "hot", "idle"]
+        args.scenarios = args.scenarios if args.scenario else ["fanout", "hot", "idle"]
         args.jobs, args.watchers, args.steps, args.start_delay_ms = 3, 4, 20, 1500
         args.hot_watchers, args.hot_steps = 30, 20
         args.idle_watchers, args.idle_jobs, args.idle_hold_s = 100, 5, 1.0
@@ -359,18 +367,41 @@ def _runs(args: argparse.Namespace, scenario: str, system: str) -> list[Run]:
     return [run_streams(args, scenario, system, args.jobs, args.watchers, steps, interval)]
 
 
+def _measured(run: Run) -> Figures:
+    """The figures of `run`, saying first what went wrong in its logs or its clients, if anything."""
+    if run.log_problems:
+        say(
+            f"  {run.system}: {len(run.log_problems)} error/warning lines in its logs, first: "
+            f"{run.log_problems[0][:200]}"
+        )
+    if run.gen.error_samples:
+        say(f"  {run.system}: client errors, first: {run.gen.error_samples[:3]}")
+    return figures(run)
+
+
+def run_embedded(args: argparse.Namespace) -> list[Figures]:
+    """The fan-out load (`--jobs`, `--watchers`, `--steps`, `--interval-ms`) and the idle streams, each
+    against the reference service and a user's app with the router (middleware not marked, marked)."""
+    load = (args.jobs, args.watchers, args.steps, args.interval_ms)
+    streams = [_measured(run_streams(args, "embedded", system, *load)) for system in EMBEDDED_SYSTEMS]
+    say(table("embedded: fan-out", STREAM_ROWS, streams))
+    idle = [_measured(run_idle(args, system)) for system in EMBEDDED_SYSTEMS]
+    say(table("embedded: idle streams", IDLE_ROWS, idle))
+    say(
+        table(
+            "embedded: the reference service and a user's app with the router",
+            embedded_rows(streams, idle),
+            streams,
+        )
+    )
+    return [*streams, *idle]
+
+
 def run_scenario(args: argparse.Namespace, scenario: str, ceiling: list[Figures]) -> list[Figures]:
     results: list[Figures] = []
     for system in args.system_list:
         for run in _runs(args, scenario, system):
-            results.append(figures(run))
-            if run.log_problems:
-                say(
-                    f"  {run.system}: {len(run.log_problems)} error/warning lines in its logs, first: "
-                    f"{run.log_problems[0][:200]}"
-                )
-            if run.gen.error_samples:
-                say(f"  {run.system}: client errors, first: {run.gen.error_samples[:3]}")
+            results.append(_measured(run))
     rows = {"idle": IDLE_ROWS, "slow": SLOW_ROWS}.get(scenario, STREAM_ROWS)
     say(table(scenario, rows, results))
     ours = _by_system(results, "jobpulse")
@@ -381,7 +412,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, ceiling: list[Figures]
             say(f"ours/{f.run.system} ceiling: {_ratio(ours, f):.2f}x")
         say(
             "web CPU µs per delivery: "
-            + ", ".join(f"{f.run.system} {_cpu_us(f):.1f}" for f in [*results, *ceiling])
+            + ", ".join(f"{f.run.system} {cpu_us_per_delivery(f):.1f}" for f in [*results, *ceiling])
         )
     for line in targets(scenario, results, ceiling):
         say(line)
@@ -411,9 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         if scenario == "ceiling":
             ceiling = [figures(run_ceiling(args, app)) for app in ("streaming_app", "raw_app")]
             say(table("ceiling: pre-encoded events, as fast as clients read", CEILING_ROWS, ceiling))
+        elif scenario == "embedded":
+            failures += [problem for f in run_embedded(args) for problem in correctness_failures(f)]
         else:
             results = run_scenario(args, scenario, ceiling)
-            for ours in (f for f in results if f.run.system.startswith("jobpulse")):
+            for ours in (
+                f for f in results if f.run.system in JOBPULSE_APPS or f.run.system.startswith("jobpulse")
+            ):
                 failures += correctness_failures(ours)
         say(f"({time.monotonic() - started:.0f} s)\n")
     if failures:

@@ -202,6 +202,42 @@ CEILING_ROWS: list[Row] = [
 ]
 
 
+def cpu_us_per_delivery(f: Figures) -> float:
+    """Web CPU per event delivered, in µs: the efficiency figure that does not depend on offered load."""
+    return f.run.web_cpu_s / f.deliveries * 1e6 if f.deliveries else math.nan
+
+
+def embedded_rows(streams: list[Figures], idle: list[Figures]) -> list[Row]:
+    """The side-by-side summary of the embedded scenario: one column per system (the rows read its fan-out
+    run), the first system (the reference service) the one the others are compared with."""
+    idle_of = {f.run.system: f for f in idle}
+    ref, ref_idle = streams[0], idle_of[streams[0].run.system]
+
+    def vs(value: float, reference: float) -> str:
+        return _n(value / reference, ".2f") + "x" if reference else "-"
+
+    def rss(f: Figures) -> float:
+        return idle_of[f.run.system].rss_per_stream_kib
+
+    return [
+        ("offered deliveries/s (nominal)", lambda f: _n(f.run.offered_per_s)),
+        ("deliveries/s", lambda f: _n(f.deliveries_per_s)),
+        ("  vs the reference", lambda f: vs(f.deliveries_per_s, ref.deliveries_per_s)),
+        ("web CPU µs per delivery", lambda f: _n(cpu_us_per_delivery(f), ".1f")),
+        ("  vs the reference", lambda f: vs(cpu_us_per_delivery(f), cpu_us_per_delivery(ref))),
+        ("latency p50 / p99 ms", lambda f: f"{_n(f.p50_ms, '.1f')} / {_n(f.p99_ms, '.1f')}"),
+        ("web RSS per idle watcher KiB", lambda f: _n(rss(f), ".1f")),
+        ("  vs the reference", lambda f: vs(rss(f), ref_idle.rss_per_stream_kib)),
+        (
+            "idle streams / new streams/s",
+            lambda f: (
+                f"{_n(idle_of[f.run.system].run.gen.connected)} / {_n(idle_of[f.run.system].accept_per_s)}"
+            ),
+        ),
+        ("web CPU s idle (window s)", lambda f: WEB_CPU_ROW[1](idle_of[f.run.system])),
+    ]
+
+
 def table(title: str, rows: list[Row], runs: list[Figures]) -> str:
     headers = ["", *(f.run.system for f in runs)]
     body = [[label, *(render(f) for f in runs)] for label, render in rows]

@@ -29,11 +29,20 @@ from benchmarks.fanout.procs import (
 )
 from jobpulse.stack.redis_server import RedisServer, free_port
 
+# The web apps that serve jobpulse: the reference service, and a user's own app that includes the router
+# at `/api` (`embedded_app.py`), with its middleware not marked and marked head-only. Same worker for all.
+JOBPULSE_APPS: dict[str, tuple[str, str]] = {  # system: (uvicorn app, prefix of the job routes)
+    "jobpulse": ("web.app:app", ""),
+    "embedded": ("benchmarks.fanout.embedded_app:app", "/api"),
+    "embedded-marked": ("benchmarks.fanout.embedded_app:marked_app", "/api"),
+}
+
 
 @dataclass
 class Stack:
     port: int
     web: Child
+    prefix: str = ""  # where the job routes are: `{prefix}/jobs`
     redis_url: str = ""
     redis_pid: int | None = None
     worker: Child | None = None  # arq worker, or the naive publisher once started
@@ -199,7 +208,9 @@ def _serving(stack: Stack) -> Iterator[None]:
 
 
 @contextmanager
-def jobpulse_stack(*, max_jobs: int, with_worker: bool) -> Iterator[Stack]:
+def jobpulse_stack(*, max_jobs: int, with_worker: bool, system: str = "jobpulse") -> Iterator[Stack]:
+    """A private Redis, the web app of `system` (a key of `JOBPULSE_APPS`) and, `with_worker`, a worker."""
+    app, prefix = JOBPULSE_APPS[system]
     with _log_dir() as logs, RedisServer() as redis:
         env = {
             **os.environ,
@@ -212,8 +223,8 @@ def jobpulse_stack(*, max_jobs: int, with_worker: bool) -> Iterator[Stack]:
             "JOBPULSE_UPLOAD_DIR": str(logs / "uploads"),
         }
         port = free_port()
-        web = Child("web", uvicorn_args("web.app:app", port), env, logs)
-        stack = Stack(port=port, web=web, redis_url=redis.url, children=[web])
+        web = Child("web", uvicorn_args(app, port), env, logs)
+        stack = Stack(port=port, web=web, prefix=prefix, redis_url=redis.url, children=[web])
         stack.redis_pid = redis.process.pid if redis.process else None
         with _serving(stack):
             if with_worker:
@@ -249,13 +260,14 @@ def ceiling_stack(app: str) -> Iterator[Stack]:
 
 
 def submit_simulate_jobs(stack: Stack, count: int, params: dict[str, int]) -> list[str]:
-    ids: list[str] = []
+    """Submit `count` simulate jobs; returns the `events_url` of each (its stream, prefix included)."""
+    urls: list[str] = []
     with httpx.Client(base_url=stack.base_url, timeout=30) as client:
         for _ in range(count):
-            response = client.post("/jobs", json={"task": "simulate", "params": params})
+            response = client.post(f"{stack.prefix}/jobs", json={"task": "simulate", "params": params})
             response.raise_for_status()
-            ids.append(response.json()["id"])
-    return ids
+            urls.append(response.json()["events_url"])
+    return urls
 
 
 def start_naive_publisher(

@@ -28,6 +28,22 @@ def test_the_fanout_benchmark_smoke_run_loses_repeats_and_reorders_nothing() -> 
     assert "after the generator's parse p50/p99 ms" in result.stdout, result.stdout
 
 
+def test_the_embedded_scenario_serves_the_same_load_through_a_users_app_and_loses_nothing() -> None:
+    """The reference service, a user's app with the router at /api, and the same with its middleware
+    marked head-only (benchmarks/fanout/embedded_app.py): every stream of each gets every event. About
+    20 s: six stacks start and stop."""
+    result = _run("benchmarks.fanout", "--smoke", "--scenario", "embedded")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every stream got every event once, in order" in result.stdout, result.stdout
+    summary = result.stdout.partition("== embedded: the reference service and a user's app")[2]
+    header, *rows = summary.splitlines()[1:]
+    assert header.split() == ["jobpulse", "embedded", "embedded-marked"], summary
+    labels = ["deliveries/s", "web CPU µs per delivery", "web RSS per idle watcher KiB"]
+    assert all(any(row.startswith(label) for row in rows) for label in labels), summary
+    idle = next(row for row in rows if row.startswith("idle streams / new streams/s"))
+    assert idle.count("100 /") == 3, summary  # every idle stream was accepted, on each system
+
+
 def test_the_write_floor_benchmark_delivers_every_byte_it_sends() -> None:
     result = _run("benchmarks.write_floor", "--sockets", "20", "--rounds", "5", "--interval-ms", "10")
     assert result.returncode == 0, result.stdout + result.stderr
