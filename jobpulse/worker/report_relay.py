@@ -35,6 +35,7 @@ RELAY_KEY = "jobpulse_report_relay"
 
 OK, ABORTED, ERROR = b"ok", b"aborted", b"error"
 _LINE_LIMIT = 1 << 20  # a report with a longer message is refused (the connection is dropped)
+_CLOSE_WAIT_S = 5  # for a report being published when the worker shuts down
 
 # Relays of this process by address, for a report unpickled in the process it was made in.
 _relays: "weakref.WeakValueDictionary[str, ReportRelay]" = weakref.WeakValueDictionary()
@@ -84,7 +85,7 @@ class ReportRelay:
         self._dir: str | None = None
         self._address: str | None = None
         self._serving: asyncio.Task[asyncio.Server] | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self.closed = False
 
     @property
@@ -154,7 +155,7 @@ class ReportRelay:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         try:
             if hmac.compare_digest((await reader.readline()).strip(), self.token.encode()):
                 while line := await reader.readline():
@@ -163,7 +164,7 @@ class ReportRelay:
         except (ConnectionError, ValueError):
             pass  # the other process went away, or sent a line over the limit
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
 
     async def _answer(self, line: bytes) -> bytes:
@@ -193,9 +194,13 @@ class ReportRelay:
             pass
         server = await serving
         server.close()
-        for connection in list(self._connections):
-            connection.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        # Closing a connection ends its handler at its next read, after any report it is publishing.
+        for writer in self._connections.values():
+            writer.close()
+        if self._connections:
+            _, stuck = await asyncio.wait(list(self._connections), timeout=_CLOSE_WAIT_S)
+            for task in stuck:
+                task.cancel()
         await server.wait_closed()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -10,8 +10,8 @@ def resize_all(images, report):  # in the thread, or the pool's process
         report(current=i, total=len(images))  # JobAborted once the job is cancelled: let it propagate
 ```
 
-A report waits until the worker's event loop has it (a round trip: tens of microseconds from a thread,
-about a hundred from another process), then coalesces there exactly as `progress()` does. It raises
+A report waits until the worker's event loop has it (a round trip of about 0.1 ms, from a thread or
+from another process), then coalesces there exactly as `progress()` does. It raises
 `JobAborted` once the attempt is over: cancelled, handed to another attempt, ended, or its worker gone
 (a process whose worker stopped or died cannot publish anything more for it either).
 """

@@ -7,6 +7,7 @@ ProcessPoolExecutor with the fork or the spawn context; the stream is read over 
 import asyncio
 import inspect
 import json
+import logging
 import os
 import pickle
 import time
@@ -244,7 +245,7 @@ def report_twice(report: Report) -> list[str]:
 
 
 async def test_a_child_hears_of_the_attempts_end_and_of_its_workers(
-    store: JobStore, relay: ReportRelay
+    store: JobStore, relay: ReportRelay, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Reporter closed → the relay answers "aborted"; relay gone (worker stopped or dead) → JobAborted too,
     with a note saying why."""
@@ -261,3 +262,5 @@ async def test_a_child_hears_of_the_attempts_end_and_of_its_workers(
     assert await progress_values(store, job_id) == [40, 50]
     with pytest.raises(JobAborted):  # and in the worker's own process, from a thread
         await asyncio.to_thread(report, 60)
+    # Regression: closing the relay cancelled its connections' handlers, and asyncio logged each one.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
