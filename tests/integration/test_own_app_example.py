@@ -8,6 +8,7 @@ directory, would fail here. The worker and the app run as the README's two comma
 `arq` and `uvicorn`, from the project's folder.
 """
 
+import hashlib
 import json
 import logging
 import re
@@ -211,15 +212,24 @@ async def read_stream(client: httpx.AsyncClient, events_url: str) -> list[tuple[
     return events
 
 
-def check_resize_events(events: list[tuple[int, str, dict[str, Any]]], width: int) -> None:
+def check_events(
+    events: list[tuple[int, str, dict[str, Any]]], result: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Ids 1..N, the statuses of one clean run, the result; the progress events' data."""
     assert [event_id for event_id, _, _ in events] == list(range(1, len(events) + 1))
     statuses = [data["status"] for _, kind, data in events if kind == "status"]
     assert statuses == ["queued", "running", "succeeded"]
-    assert events[-1][2]["result"] == {"width": width}
+    assert events[-1][2]["result"] == result
     progress = [data for _, kind, data in events if kind == "progress"]
     assert progress, "no progress event"
     assert [p["progress"] for p in progress] == sorted(p["progress"] for p in progress)
-    assert progress[-1]["progress"] == 100.0 and progress[-1]["current"] == progress[-1]["total"] == 4
+    assert progress[-1]["progress"] == 100.0 and progress[-1]["current"] == progress[-1]["total"]
+    return progress
+
+
+def check_resize_events(events: list[tuple[int, str, dict[str, Any]]], width: int) -> None:
+    progress = check_events(events, {"width": width})
+    assert progress[-1]["total"] == 4
     assert all(p["message"] == f"resizing to {width}px" for p in progress)
 
 
@@ -241,6 +251,19 @@ async def test_the_readme_project_runs_jobs_through_its_own_app(own_app: OwnApp)
         check_resize_events(await read_stream(client, started["events_url"]), 128)
         state = (await client.get(f"/api/jobs/{started['id']}")).json()
         assert state["status"] == "succeeded" and state["task"] == "resize"
+
+        # The CPU-bound task, reporting from its thread through progress_reporter(ctx).
+        rounds = 200_000
+        answer = await client.post("/api/jobs", json={"task": "checksum", "params": {"rounds": rounds}})
+        assert answer.status_code == 202, answer.text
+        digest = b"jobpulse"
+        for _ in range(rounds):
+            digest = hashlib.sha256(digest).digest()
+        progress = check_events(
+            await read_stream(client, answer.json()["events_url"]), {"sha256": digest.hex()}
+        )
+        assert progress[-1]["total"] == rounds
+        assert all(p["current"] % 10_000 == 0 for p in progress)
 
         # Its own route and middleware, and a task it does not have.
         hello = await client.get("/hello")
