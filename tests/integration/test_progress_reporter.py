@@ -143,7 +143,7 @@ async def test_a_worker_stopping_mid_job_stops_its_thread_or_process(
     assert events[-1] == ("status", {**events[-1][1], "status": "retrying", "attempt": 1})
 
 
-@pytest.mark.parametrize("via", ["to_thread", "spawn"])
+@pytest.mark.parametrize("via", EVERY_WAY)
 async def test_a_stale_attempt_aborts_the_thread_or_process(
     make_stack: StackFactory, via: str, tmp_path: Path
 ) -> None:
@@ -162,6 +162,7 @@ async def test_a_stale_attempt_aborts_the_thread_or_process(
     await store.set_status(job_id, JobStatus.RUNNING, attempt=2)
     await until(marker.exists)
     await worker_idle(stack)
+    assert Path(f"{marker}.task").read_text() == "JobAborted"  # carried back to the awaiting task
     events = await stored_events(stack, job_id)
     assert events[-1] == ("status", {**events[-1][1], "status": "running", "attempt": 2})
     state = await store.get(job_id)

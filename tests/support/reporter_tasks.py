@@ -3,7 +3,7 @@
 `count_up` runs `count` in a thread (`asyncio.to_thread`, or a ThreadPoolExecutor) or in a process pool
 (fork or spawn) and returns where it ran. When a report raises JobAborted, `count` writes the `marker`
 file (the step it stopped at, and its pid) before letting it propagate, so a test can see that the thread
-or process itself heard of the cancel.
+or process itself heard of the cancel; and `<marker>.task` when the JobAborted came back to the task.
 """
 
 import asyncio
@@ -54,7 +54,16 @@ def _executor(via: Via) -> Executor:
 
 @registry.task
 async def count_up(ctx: dict[str, Any], params: CountParams) -> dict[str, Any]:
-    report = progress_reporter(ctx)
+    """`count` off the loop; if JobAborted comes back to the task, it writes `<marker>.task` too."""
+    try:
+        return await _count_off_the_loop(progress_reporter(ctx), params)
+    except JobAborted:
+        if params.marker is not None:
+            Path(f"{params.marker}.task").write_text("JobAborted")
+        raise
+
+
+async def _count_off_the_loop(report: Report, params: CountParams) -> dict[str, Any]:
     args = (report, params.steps, params.pause_ms / 1000, params.upto, params.marker)
     if params.via == "to_thread":
         return await asyncio.to_thread(count, *args)
