@@ -226,6 +226,7 @@ def embedded_rows(streams: list[Figures], idle: list[Figures]) -> list[Row]:
         ("web CPU µs per delivery", lambda f: _n(cpu_us_per_delivery(f), ".1f")),
         ("  vs the reference", lambda f: vs(cpu_us_per_delivery(f), cpu_us_per_delivery(ref))),
         ("latency p50 / p99 ms", lambda f: f"{_n(f.p50_ms, '.1f')} / {_n(f.p99_ms, '.1f')}"),
+        next(row for row in STREAM_ROWS if row[0] == "all connected before 1st update"),
         ("web RSS per idle watcher KiB", lambda f: _n(rss(f), ".1f")),
         ("  vs the reference", lambda f: vs(rss(f), ref_idle.rss_per_stream_kib)),
         (
