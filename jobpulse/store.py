@@ -101,6 +101,8 @@ class JobState:
     error: str | None
     params: dict[str, Any]
     last_event_id: int
+    # Who submitted it, under an owner rule (`jobs_router(owner=...)`); never in the public view.
+    owner: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -160,6 +162,7 @@ def _parse_state(job_id: str, raw: Mapping[bytes, bytes]) -> JobState:
         error=_text(raw, "error"),
         params=json.loads(_text(raw, "params") or "{}"),
         last_event_id=_integer(raw, "last_event_id") or 0,
+        owner=_text(raw, "owner"),
     )
 
 
@@ -252,8 +255,10 @@ class JobStore:
             raise JobStoreError(f"Job {job_id!r} already exists.")
         raise JobNotFound(job_id)
 
-    async def create(self, job_id: str, task: str, params: Mapping[str, Any]) -> JobState:
-        """Record a new job as `queued`, with its first event."""
+    async def create(
+        self, job_id: str, task: str, params: Mapping[str, Any], *, owner: str | None = None
+    ) -> JobState:
+        """Record a new job as `queued`, with its first event; `owner` is written in the same step."""
         now = time.time()
         event = StatusEvent(job_id=job_id, ts=now, status=JobStatus.QUEUED, attempt=0)
         fields = {
@@ -263,6 +268,7 @@ class JobStore:
             "attempt": 0,
             "created_at": now,
             "params": to_json(params),
+            "owner": owner,
         }
         event_id = await self._run(
             job_id,
@@ -289,6 +295,7 @@ class JobStore:
             error=None,
             params=dict(params),
             last_event_id=event_id,
+            owner=owner,
         )
 
     async def set_status(

@@ -53,4 +53,8 @@ async def get_jobs(request: Request) -> Jobs:
 
 
 JobsDep = Annotated[Jobs, Depends(get_jobs)]
-"""`jobs: JobsDep` in any route of an app that included `jobs_router`: `await jobs.submit(...)`."""
+"""`jobs: JobsDep` in any route of an app that included `jobs_router`: `await jobs.submit(...)`.
+
+Under an owner rule, pass the identity the rule answers (`me: Annotated[str, Depends(rule)]`):
+`jobs.submit(..., owner=me)`, `jobs.get(job_id, owner=me)`, `jobs.cancel(job_id, owner=me)`. Without
+`owner`, `Jobs` reaches any job: your route decides who may."""

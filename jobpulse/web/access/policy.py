@@ -1,7 +1,9 @@
 """Who may do what: an API key to submit, upload and cancel; a key or the job's own token to read a job.
 
-Off until `JOBPULSE_API_KEYS` is set, so trying jobpulse takes no set-up. The request-side checks built on
-this policy are in `jobpulse.web.access.guards`.
+Off until `JOBPULSE_API_KEYS` is set, so trying jobpulse takes no set-up. With an owner rule
+(`jobs_router(owner=...)`), the identity the rule answers also submits, and reads and cancels the jobs
+it submitted; keys and tokens keep what they open. The request-side checks built on this policy are in
+`jobpulse.web.access.guards`.
 """
 
 import hashlib
@@ -16,13 +18,23 @@ from jobpulse.web.access.job_tokens import TokenCheck
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking, as far as the per-client limits are concerned."""
+    """Who is asking.
+
+    `identity` names them to the per-client limits. Under an owner rule, `user` is the rule's answer
+    (what a submission records as the job's owner) and `owner` the owner a job they name must have; a
+    foreign job is then answered as an unknown one. `owner` is None when any job is open to them: no
+    rule, an API key, or the job's own token.
+    """
 
     identity: str
+    user: str | None = None
+    owner: str | None = None
 
 
 class AccessPolicy:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, owners: bool = False) -> None:
+        """`owners`: the routes run an owner rule, whose identity the checks also weigh."""
+        self.owners = owners
         self._keys = [key.get_secret_value().encode() for key in settings.api_keys]
         self._secret = settings.token_secret.get_secret_value().encode() if settings.token_secret else None
         self._token_ttl_s = settings.token_ttl_s

@@ -9,7 +9,7 @@ from fastapi.dependencies.models import Dependant
 from starlette.types import Receive, Scope, Send
 
 from jobpulse.models import LostEvent, ProgressEvent, StatusEvent
-from jobpulse.store import JobNotFound, JobState
+from jobpulse.store import JobState
 from jobpulse.web.access.guards import (
     TOO_MANY,
     UNAUTHORIZED,
@@ -21,7 +21,7 @@ from jobpulse.web.access.guards import (
 )
 from jobpulse.web.deps import ServicesDep, get_services, services_of
 from jobpulse.web.errors import ERROR_BODY, ApiError, JobpulseRoute, error_response
-from jobpulse.web.jobs import Jobs
+from jobpulse.web.jobs import Jobs, visible
 from jobpulse.web.openapi_schemas import inline_schema
 from jobpulse.web.streaming.sse_response import SSE_HEADERS, SubscriptionResponse
 
@@ -72,6 +72,10 @@ class StreamRoute(JobpulseRoute):
     `stream_events`' signature (OpenAPI, the 405 for other methods), and errors reach the app's exception
     handlers as before; `_serve` finds each argument the way the declared dependency would, and
     `_check_declared` fails at import if the declaration and `_serve` ever disagree.
+
+    Under an owner rule (`jobs_router(owner=...)`) the route is solved by FastAPI like any other: the rule
+    is the user's own dependency, with dependencies of its own that only FastAPI can solve. `jobs_router`
+    then leaves the stream lane out too; what that costs is in its docstring.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
@@ -79,8 +83,8 @@ class StreamRoute(JobpulseRoute):
         _check_declared(self.dependant)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] != "GET":
-            await super().handle(scope, receive, send)  # FastAPI's 405
+        if scope["method"] != "GET" or services_of(Request(scope)).access.owners:
+            await super().handle(scope, receive, send)  # FastAPI's 405, or its dependency solving
             return
         await serve_stream(scope, receive, send)
 
@@ -177,7 +181,7 @@ async def stream_events(
     lost = b""
     subscription = hub.open_watched(job_id, after)
     if subscription is None:
-        state = await Jobs(services).state(job_id)
+        state = await Jobs(services).state(job_id, caller.owner)
         if refusal := _refusal(state, after):
             return refusal
         slot = services.streams.take(caller.identity)
@@ -190,9 +194,8 @@ async def stream_events(
         # The job is watched here already, its channel live: the state and the history to replay come
         # in one read, and the stream's first write carries them.
         try:
-            found, events = await services.store.state_and_events(job_id, after, subscription.read_size)
-            if found is None:
-                raise JobNotFound(job_id)
+            found_state, events = await services.store.state_and_events(job_id, after, subscription.read_size)
+            found = visible(job_id, found_state, caller.owner)
             if refusal := _refusal(found, after):
                 hub.release(subscription)
                 return refusal

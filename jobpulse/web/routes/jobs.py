@@ -81,12 +81,12 @@ def submitted(services: Services, response: Response, job: SubmittedJob) -> Subm
     },
 )
 async def submit_job(
-    request: Request, response: Response, _: SubmitterDep, services: ServicesDep
+    request: Request, response: Response, caller: SubmitterDep, services: ServicesDep
 ) -> SubmittedJob:
     """Validate `params` against the task's params model, record the job as `queued` and enqueue it."""
     submission = await _read_submission(request, services.settings.max_body_bytes)
     params = validate_params(services.registry, submission.task, submission.params, ("body",))
-    job = await Jobs(services).submit(submission.task, params)
+    job = await Jobs(services).submit(submission.task, params, owner=caller.user)
     return submitted(services, response, job)
 
 
@@ -96,7 +96,10 @@ async def submit_job(
     summary="Get a job's current state",
     responses={
         **UNAUTHORIZED,
-        404: {"description": "No such job (or its retention expired).", **ERROR_BODY},
+        404: {
+            "description": "No such job (or its retention expired, or it is another user's).",
+            **ERROR_BODY,
+        },
         422: {"description": f"`wait` is not a number from 0 to {MAX_WAIT_S:g}."},
         **TOO_MANY,
     },
@@ -120,14 +123,14 @@ async def get_job(
     waiting request costs no Redis commands until something happens.
     """
     jobs = Jobs(services)
-    state = await jobs.state(job_id)
+    state = await jobs.state(job_id, caller.owner)
     if wait and not state.is_terminal:
         slot = services.streams.take(caller.identity)
         try:
             await wait_until_terminal(services.hub, job_id, state.last_event_id, wait)
         finally:
             slot.release()
-        state = await jobs.state(job_id)
+        state = await jobs.state(job_id, caller.owner)
     return services.view(state)
 
 
@@ -137,10 +140,10 @@ async def get_job(
     summary="Cancel a job",
     responses={
         **UNAUTHORIZED,
-        404: {"description": "No such job.", **ERROR_BODY},
+        404: {"description": "No such job (or it is another user's).", **ERROR_BODY},
         409: {"description": "The job has already finished.", **ERROR_BODY},
     },
 )
-async def cancel_job(job_id: str, _: KeyHolderDep, services: ServicesDep) -> JobView:
+async def cancel_job(job_id: str, caller: KeyHolderDep, services: ServicesDep) -> JobView:
     """A queued job never starts; a running one is aborted. Watchers get `cancelled` at once."""
-    return await Jobs(services).cancel(job_id)
+    return await Jobs(services).cancel(job_id, caller.owner)
