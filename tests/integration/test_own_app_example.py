@@ -5,15 +5,18 @@ installed into a clean venv, not editable. The project is the README's blocks wr
 also has a `web/` package of its own, which raises when imported, and a `web/static/jobpulse.js` of its
 own: a library that imported the repo's `web` or `worker`, or served files relative to the working
 directory, would fail here. The worker and the app run as the README's two commands, with the venv's
-`arq` and `uvicorn`, from the project's folder.
+`arq` and `uvicorn`, from the project's folder; the page script runs in Chromium on a page of the app;
+`jobpulse up --tasks tasks:tasks` runs from the same folder.
 """
 
 import hashlib
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +33,8 @@ import pytest
 from arq import create_pool
 from arq.connections import RedisSettings
 from httpx_sse import aconnect_sse
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+from playwright.async_api import async_playwright
 
 from jobpulse.stack.redis_server import RedisServer, free_port
 from tests.support.processes import ROOT, Process, process_env, wait_until_serving
@@ -46,6 +51,7 @@ NOT_SOURCES = shutil.ignore_patterns(
 )
 # The web/ package of the project's own: any import of it by jobpulse shows as this error in the logs.
 OWN_WEB_PACKAGE = 'raise ImportError("the project\'s own web/ package was imported")\n'
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 OWN_STATIC_SCRIPT = "// the project's own web/static/jobpulse.js, not jobpulse's\n"
 
 
@@ -284,13 +290,43 @@ async def test_the_readme_project_runs_jobs_through_its_own_app(own_app: OwnApp)
         assert "export function watchJob" in script.text
 
 
-def test_the_readme_page_script_uses_what_the_app_serves() -> None:
-    """The browser snippet imports the router's script and calls the app's own route."""
-    language, page = own_app_blocks()["page.js"]
-    assert language == "js"
-    assert 'import { watchJob } from "/api/static/jobpulse.js";' in page
-    assert 'fetch("/thumbnails?width=128", { method: "POST" })' in page
-    assert "watchJob(events_url," in page
+def chromium_path() -> str:
+    """As tests/browser finds it: skipped without one, failed in CI, which must run it."""
+    path = os.environ.get("JOBPULSE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        reason = f"Chromium not found ({path}): install it or set JOBPULSE_CHROMIUM"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.mark.browser
+async def test_the_readme_page_script_watches_a_job_in_chromium(own_app: OwnApp) -> None:
+    """The browser snippet as it stands, as a module script of a page of the app (same origin)."""
+    language, snippet = own_app_blocks()["page.js"]
+    assert language == "js" and 'from "/api/static/jobpulse.js"' in snippet
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(f"{own_app.url}/hello")
+            await page.set_content('<progress max="100" value="0"></progress>')
+            await page.add_script_tag(content=snippet, type="module")
+            try:
+                await page.wait_for_function(
+                    "document.querySelector('progress').title.startsWith('done')", timeout=20_000
+                )
+            except PlaywrightTimeoutError:
+                raise AssertionError(f"the page's watch never ended; its errors: {errors}") from None
+            bar = page.locator("progress")
+            assert await bar.get_attribute("title") == 'done: {"width":128}'
+            assert await bar.evaluate("bar => bar.value") == 100
+            assert not errors, errors
+        finally:
+            await browser.close()
 
 
 async def test_plain_arq_functions_run_beside_the_tasks(own_app: OwnApp) -> None:
@@ -307,3 +343,36 @@ async def test_plain_arq_functions_run_beside_the_tasks(own_app: OwnApp) -> None
         assert await job.result(timeout=20) == "digest sent to ada@example.com"
     finally:
         await pool.aclose()
+
+
+def test_jobpulse_up_serves_the_readme_tasks_without_an_app(
+    installed: Installed, own_app: OwnApp, tmp_path: Path
+) -> None:
+    """`jobpulse up --tasks tasks:tasks` from the project's folder: a private Redis, a worker, the web app."""
+    env = process_env("unused", PATH=f"{installed.venv / 'bin'}:{os.environ['PATH']}")
+    del env["REDIS_URL"]  # its own private Redis
+    env.pop("PYTHONPATH", None)
+    port = free_port()
+    args = ["jobpulse", "up", "--tasks", "tasks:tasks", "--port", str(port), "--data", str(tmp_path / "data")]
+    up = Process(
+        [str(installed.venv / "bin" / args[0]), *args[1:]], env, tmp_path / "up.log", cwd=own_app.project
+    )
+    url = f"http://127.0.0.1:{port}"
+    up.start()
+    try:
+        wait_until_serving(url, up, timeout=30)
+        answer = httpx.post(f"{url}/jobs", json={"task": "resize", "params": {"width": 32}})
+        assert answer.status_code == 202, answer.text
+        job = httpx.get(f"{url}/jobs/{answer.json()['id']}", params={"wait": 20}, timeout=30).json()
+        assert job["status"] == "succeeded" and job["result"] == {"width": 32}, job
+    finally:
+        up.signal(signal.SIGINT)  # Ctrl-C, as the README's user stops it
+        try:
+            code = up.wait(30)
+        except subprocess.TimeoutExpired:
+            up.stop()
+            raise
+    output = up.output()
+    assert code == 0, output
+    assert "started a private Redis" in output and "jobpulse: stopped" in output, output
+    assert "own web/ package was imported" not in output, output
