@@ -23,7 +23,7 @@ from jobpulse.keys import state_key
 from jobpulse.models import JobView
 from jobpulse.settings import Settings
 from jobpulse.store import JobNotFound
-from jobpulse.web import Jobs, JobsDep, jobs_router
+from jobpulse.web import Jobs, JobsDep, jobs_router, uploads_router
 from tests.conftest import WebServer, WorkerProcess
 from tests.support.sse import ids, read_events
 
@@ -80,6 +80,7 @@ def user_app(settings: Settings, owner: Callable[..., Any]) -> FastAPI:
         return await jobs.cancel(job_id, owner=me)
 
     app.include_router(jobs_router(worker.tasks.registry, settings=settings, owner=owner), prefix=PREFIX)
+    app.include_router(uploads_router(worker.tasks.registry, owner=owner), prefix=PREFIX)
     return app
 
 
@@ -295,3 +296,25 @@ async def test_api_keys_and_job_tokens_keep_what_they_open_beside_the_owner_rule
     assert (await service.get(f"{PREFIX}/jobs/{ownerless['id']}")).status_code == 200
     assert (await alice.get(f"{PREFIX}/jobs/{ownerless['id']}")).status_code == 404
     assert (await nobody.post(f"{PREFIX}/jobs", json={"task": "simulate", "params": {}})).status_code == 401
+
+
+async def test_an_upload_is_its_users_job_too(serve: Any) -> None:
+    served = await serve()
+    alice, bob = served.client("s-alice"), served.client("s-bob")
+    uploaded = await alice.post(
+        f"{PREFIX}/uploads", files={"file": ("notes.txt", b"one\ntwo\n", "text/plain")}
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    job = uploaded.json()
+    assert (await alice.get(f"{PREFIX}/jobs/{job['id']}", params={"wait": 10})).json()[
+        "status"
+    ] == "succeeded"
+    foreign = await bob.get(f"{PREFIX}/jobs/{job['id']}")
+    unknown = await bob.get(f"{PREFIX}/jobs/no-such-job-at-all")
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.json()["detail"].replace(job["id"], "ID") == unknown.json()["detail"].replace(
+        "no-such-job-at-all", "ID"
+    )
+    anonymous = served.client()
+    refused = await anonymous.post(f"{PREFIX}/uploads", files={"file": ("x.txt", b"x", "text/plain")})
+    assert refused.status_code == 401

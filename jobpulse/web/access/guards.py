@@ -84,8 +84,8 @@ def _rule_user(request: Request) -> str | None:
     except KeyError:
         raise RuntimeError(
             "This app's jobs_router has an owner rule, but this route did not run it: every route that "
-            "submits, reads or cancels jobs must come from that jobs_router (uploads_router does not take "
-            "an owner rule)."
+            "submits, reads or cancels jobs must come from that jobs_router, or from an uploads_router "
+            "given the same owner= rule."
         ) from None
     return user
 

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
 from jobpulse.ids import new_job_id
 from jobpulse.models import SubmittedJob
 from jobpulse.registry import TaskDefinitionError, TaskRegistry
 from jobpulse.uploads import UploadNotStored, UploadParams, UploadStorage
-from jobpulse.web.access.guards import TOO_MANY, UNAUTHORIZED, SubmitterDep
+from jobpulse.web.access.guards import TOO_MANY, UNAUTHORIZED, OwnerRule, SubmitterDep, owner_gate
 from jobpulse.web.deps import ServicesDep
 from jobpulse.web.errors import ERROR_BODY, JobpulseRoute
 from jobpulse.web.jobs import Jobs
@@ -24,8 +24,14 @@ from jobpulse.web.routes.jobs import submitted
 from jobpulse.web.upload_receiver import FIELD, receive_upload
 
 
-def uploads_router(registry: TaskRegistry, *, task: str = "process_upload") -> APIRouter:
-    """`POST /uploads` starting `task` on each stored file; include it beside `jobs_router(registry)`."""
+def uploads_router(
+    registry: TaskRegistry, *, task: str = "process_upload", owner: OwnerRule | None = None
+) -> APIRouter:
+    """`POST /uploads` starting `task` on each stored file; include it beside `jobs_router(registry)`.
+
+    `owner`: the same rule as that `jobs_router`'s, when it has one: the upload's job is then its
+    user's, as a job submitted with `POST /jobs` is.
+    """
     spec = registry.get(task)
     if spec is None or not issubclass(spec.params_model, UploadParams):
         raise TaskDefinitionError(
@@ -39,7 +45,8 @@ def uploads_router(registry: TaskRegistry, *, task: str = "process_upload") -> A
         UploadStorage(app.state.jobpulse.settings.upload_dir).ensure()
         yield
 
-    router = APIRouter(tags=["uploads"], route_class=JobpulseRoute, lifespan=lifespan)
+    gated = [Depends(owner_gate(owner))] if owner is not None else []
+    router = APIRouter(tags=["uploads"], route_class=JobpulseRoute, lifespan=lifespan, dependencies=gated)
     router.add_api_route(
         "/uploads",
         _upload_endpoint(task, params_model),
@@ -86,7 +93,7 @@ _UPLOAD_ROUTE = dict(
 
 def _upload_endpoint(task: str, params_model: type[UploadParams]) -> Callable[..., Awaitable[SubmittedJob]]:
     async def upload(
-        request: Request, response: Response, _: SubmitterDep, services: ServicesDep
+        request: Request, response: Response, caller: SubmitterDep, services: ServicesDep
     ) -> SubmittedJob:
         """Stream the file to the upload directory under a server-chosen name, then queue its job.
 
@@ -113,7 +120,9 @@ def _upload_endpoint(task: str, params_model: type[UploadParams]) -> Callable[..
             params = params_model(
                 filename=received.filename, content_type=received.content_type, size=received.size
             )
-            job = await Jobs(services).submit(task, params, job_id=job_id, started_here=True)
+            job = await Jobs(services).submit(
+                task, params, job_id=job_id, started_here=True, owner=caller.user
+            )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 for path in (final, partial):
