@@ -8,8 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from jobpulse import Settings
-from jobpulse.logs import configure_logging
+from jobpulse import Settings, configure_logging
 from jobpulse.web import create_app, uploads_router
 from web.pages import pages_router, static_files
 from worker.registry import served_registry

@@ -1,7 +1,6 @@
 """Which registry the reference service serves: `JOBPULSE_TASKS`, else its demo tasks."""
 
-from jobpulse import Settings, TaskRegistry
-from jobpulse.registry import import_registry
+from jobpulse import Settings, TaskRegistry, import_registry
 
 DEMO_TASKS = "worker.tasks:registry"
 
