@@ -11,6 +11,7 @@ subscription to re-read from the job's stream, so an outage costs latency, never
 
 import asyncio
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -32,6 +33,17 @@ _PING = "jobpulse-hub"
 
 class HubUnavailable(Exception):
     """The hub cannot reach Redis right now."""
+
+
+def _for_each(subscriptions: Iterable[Subscription], act: Callable[[Subscription], None], what: str) -> None:
+    """`act` on each of `subscriptions` (a copy: a stream may leave its channel as it is acted on); one
+    that raises is logged with its job, and costs the others nothing."""
+    for subscription in tuple(subscriptions):
+        try:
+            act(subscription)
+        except Exception:
+            job_id = subscription.job_id
+            logger.exception("job %s: %s failed", job_id, what, extra={"job_id": job_id})
 
 
 class _Channel:
@@ -106,10 +118,8 @@ class Hub:
     def close_streams(self) -> None:
         """End every open stream now and refuse new ones: the process is about to stop."""
         self._closing = True
-        # Copies: a stream may end, and leave its channel, the moment it is closed.
-        for channel in list(self._channels.values()):
-            for subscription in tuple(channel.subscriptions):
-                subscription.close()
+        for channel in list(self._channels.values()):  # a copy: a channel goes once its streams have
+            _for_each(channel.subscriptions, Subscription.close, "closing its stream")
 
     async def stop(self) -> None:
         """End every open stream and release the connection."""
@@ -193,8 +203,7 @@ class Hub:
             found = await pipe.execute()
         vanished = [job_id for job_id, exists in zip(watched, found, strict=True) if not exists]
         for job_id in vanished:
-            for subscription in list(watched[job_id].subscriptions):
-                subscription.close()
+            _for_each(watched[job_id].subscriptions, Subscription.close, "ending its stream")
         return vanished
 
     async def _watch_for_vanished_jobs(self) -> None:
@@ -205,6 +214,8 @@ class Hub:
                     logger.warning("hub: jobs gone from Redis, their streams ended: %s", ", ".join(vanished))
             except RedisError as exc:
                 logger.info("hub: could not check for vanished jobs: %s", exc)
+            except Exception:  # a bug here must not end the watch for good
+                logger.exception("hub: checking for vanished jobs failed")
 
     async def _send(self, command: str, name: bytes) -> None:
         async with self._lock:
@@ -319,8 +330,8 @@ class Hub:
             if channel is None:
                 return
             channel.ready.set()
-            for subscription in tuple(channel.subscriptions):
-                subscription.mark_behind()  # whatever was published before this point is in the stream
+            # Whatever was published before this point is in the stream: each reads it from there.
+            _for_each(channel.subscriptions, Subscription.mark_behind, "catching up after subscribing")
         elif kind == b"unsubscribe" and reply[1] in self._channels:
             # A subscriber arrived while the unsubscribe was in flight: subscribe again.
             name: bytes = reply[1]
