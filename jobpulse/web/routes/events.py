@@ -66,16 +66,15 @@ class StreamRoute(JobpulseRoute):
     """Serves `stream_events` by calling it and its guard directly, not through FastAPI's request machinery.
 
     An open stream keeps whatever its request's handling left on the stack for as long as it is open:
-    FastAPI's `request_response` wrapper (a Request, two AsyncExitStacks, an exception-handling wrapper)
-    and what solving the dependencies made: about 5 KiB of the process's memory per open stream, and
-    about 30 % of the CPU of opening one went into that machinery. FastAPI still declares the route from
-    `stream_events`' signature (OpenAPI, the 405 for other methods), and errors reach the app's exception
-    handlers as before; `_serve` finds each argument the way the declared dependency would, and
-    `_check_declared` fails at import if the declaration and `_serve` ever disagree.
-
-    Under an owner rule (`jobs_router(owner=...)`) the route is solved by FastAPI like any other: the rule
-    is the user's own dependency, with dependencies of its own that only FastAPI can solve. `jobs_router`
-    then leaves the stream lane out too; what that costs is in its docstring.
+    FastAPI's `request_response` wrapper (a Request, two AsyncExitStacks, an exception-handling wrapper) and
+    what solving the dependencies made, for as long as the stream is open, and a large share of the CPU of
+    opening one went into that machinery (docs/PERFORMANCE.md has the figures). FastAPI still declares the
+    route from `stream_events`' signature (OpenAPI, the 405 for other methods), and errors reach the app's
+    exception handlers as before; `_serve` finds each argument the way the declared dependency would, and
+    `_check_declared` fails at import if the declaration and `_serve` ever disagree. Under an owner rule
+    (`jobs_router(owner=...)`) the route is solved by FastAPI like any other: the rule is the user's own
+    dependency, with dependencies of its own that only FastAPI can solve. `jobs_router` then leaves the stream
+    lane out too; what that costs is in its docstring.
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:

@@ -1,13 +1,12 @@
 """Taking an event stream's connection over from uvicorn once the response head is out.
 
-An SSE response lives for minutes to hours, and while it lives under ASGI it keeps everything the
-server and the app built to answer one request: uvicorn's parser, request cycle and events, the
-request's task and the frames of every middleware. That was about 13 KiB of the web's memory per open
-stream, and every event woke each stream's task to pass through the same layers. After the head has
-gone out through the app and its middleware as usual, none of that is needed: what is left of the
-response is bytes written to a socket. So the stream takes the socket's transport for itself
-(`transport.set_protocol`), tells uvicorn's request cycle that its client is gone, and lets the request
-task end.
+An SSE response lives for minutes to hours, and while it lives under ASGI it keeps everything the server and
+the app built to answer one request: uvicorn's parser, request cycle and events, the request's task and the
+frames of every middleware: several times the memory of a handed-off stream (docs/PERFORMANCE.md has the
+figures), and every event woke each stream's task to pass through the same layers. After the head has gone out
+through the app and its middleware as usual, none of that is needed: what is left of the response is bytes
+written to a socket. So the stream takes the socket's transport for itself (`transport.set_protocol`), tells
+uvicorn's request cycle that its client is gone, and lets the request task end.
 
 This reaches into uvicorn's httptools protocol, so it is done only when everything is as expected (the
 exact classes, a chunked body under way, nothing pipelined behind it, no TLS) and otherwise declined:
