@@ -30,9 +30,11 @@ class Setup:
         self.subscription = Subscription("job", 0, self.history, max_buffered=4)
         self.closed = 0
         self.stream = DetachedStream(
-            self.hub,
             self.subscription,
             StreamClock(1.0),
+            pending=self.hub.pending_writes,
+            counters=self.hub.counters,
+            leave=self.hub.release,
             on_close=self._on_close,
             keepalive_s=10,
             send_timeout_s=5,

@@ -19,8 +19,9 @@ from redis.exceptions import RedisError
 
 from jobpulse.events import StoredEvent
 from jobpulse.sse import LAST_CHUNK, encode_chunk, encode_comment, encode_retry
-from jobpulse.web.streaming.hub import Hub
+from jobpulse.web.streaming.pending_writes import PendingWrites
 from jobpulse.web.streaming.stream_clock import StreamClock
+from jobpulse.web.streaming.stream_counters import StreamCounters
 from jobpulse.web.streaming.subscription import Subscription
 
 logger = logging.getLogger(__name__)
@@ -37,9 +38,9 @@ class DetachedStream(asyncio.Protocol):
         "_due",
         "_ended",
         "_fetch",
-        "_hub",
         "_ignored",
         "_keepalive_s",
+        "_leave",
         "_on_close",
         "_opening",
         "_paused_since",
@@ -55,18 +56,22 @@ class DetachedStream(asyncio.Protocol):
 
     def __init__(
         self,
-        hub: Hub,
         subscription: Subscription,
         clock: StreamClock,
         *,
+        pending: PendingWrites,
+        counters: StreamCounters,
+        leave: Callable[[Subscription], None],
         on_close: Callable[[], None],
         keepalive_s: float,
         send_timeout_s: float,
         reconnect_ms: int,
     ) -> None:
-        self._hub = hub
-        self._pending = hub.pending_writes
-        self._counters = hub.counters
+        # What it needs of the hub, handed in rather than reached through it: where it waits to be
+        # written after a read, what it counts, and how it gives its subscription back.
+        self._pending = pending
+        self._counters = counters
+        self._leave = leave
         self._due = False  # in `_pending`, to be flushed
         self._subscription = subscription
         self._clock = clock
@@ -250,4 +255,4 @@ class DetachedStream(asyncio.Protocol):
     def _release(self) -> None:
         if not self._released:
             self._released = True
-            self._hub.release(self._subscription)
+            self._leave(self._subscription)

@@ -79,10 +79,13 @@ class SubscriptionResponse(EventSourceResponse):
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             )
+            hub = self._hub
             detached = DetachedStream(
-                self._hub,
                 self._subscription,
                 self._clock,
+                pending=hub.pending_writes,
+                counters=hub.counters,
+                leave=hub.release,
                 on_close=self._on_close,
                 keepalive_s=self._keepalive_s,
                 send_timeout_s=self._send_timeout_s,
