@@ -27,6 +27,22 @@ def running_attempts_key() -> str:
     return f"{PREFIX}:running"
 
 
+def unfinished_jobs_key(queue_name: str) -> str:
+    """Sorted set of every job of `queue_name` not finished yet, scored by its latest status change or
+    check (Redis ms).
+
+    The append script keeps it (added on each non-final status, removed on the final one); the reconciler
+    (`jobpulse.worker.reconciler`) of that queue's workers reads the oldest entries to find jobs arq no
+    longer holds. One per queue: a queue's workers know only their own queue.
+    """
+    return f"{PREFIX}:unfinished:{queue_name}"
+
+
+def reconciler_lease_key(queue_name: str) -> str:
+    """Held by the one worker of `queue_name` whose reconciler runs now (`SET NX PX`)."""
+    return f"{PREFIX}:reconciler:{queue_name}"
+
+
 def submission_rate_key(client: str) -> str:
     """When `client` may next submit, in Redis ms (the submission rate limiter's only state)."""
     return f"{PREFIX}:rate:submit:{client}"

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
         le=3600,
         description="A running job without a heartbeat for this long has lost its worker: it is retried.",
     )
+    reconcile_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "A job recorded `queued` or `retrying` that arq holds nowhere, or `running` without a heartbeat, "
+            "this long after its last status is queued again (or failed, saying why); workers check a "
+            "quarter as often."
+        ),
+    )
     worker_health_check_s: float = Field(
         default=15.0,
         ge=1,

@@ -5,7 +5,9 @@ Every change to a job goes through one Lua script that, atomically,
   2. numbers the event (``last_event_id`` + 1) and appends it to the job's stream, trimmed to a length;
   3. updates the state hash that `GET /jobs/{id}` reads in O(1);
   4. refreshes both keys' expiry (short once the job has finished);
-  5. publishes the event on the job's live channel for web processes that are watching.
+  5. on a status event, files the job in its queue's index of unfinished jobs (`keys.unfinished_jobs_key`),
+     scored by Redis's clock, or takes it out on the final one (progress events leave the index alone);
+  6. publishes the event on the job's live channel for web processes that are watching.
 So the state never disagrees with the history, nothing is appended after a terminal event, and a
 subscriber that reads the stream and then listens live sees each event exactly once.
 """
@@ -29,9 +31,10 @@ from jobpulse.settings import Settings
 from jobpulse.status import EventType, JobStatus
 
 _APPEND = """
-local state, stream = KEYS[1], KEYS[2]
+local state, stream, index = KEYS[1], KEYS[2], KEYS[3]
 local mode, channel, etype, data, final = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local expect_attempt, maxlen, ttl, write_id = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local member, expect_status = ARGV[10], ARGV[11]
 if mode == 'create' then
   if redis.call('EXISTS', state) == 1 then return -3 end
 else
@@ -42,13 +45,27 @@ else
   end
   if redis.call('HGET', state, 'final') == '1' then return 0 end
   if expect_attempt ~= '' and redis.call('HGET', state, 'attempt') ~= expect_attempt then return -2 end
+  if expect_status ~= '' and redis.call('HGET', state, 'status') ~= expect_status then return -2 end
+  if mode == 'unqueued' then
+    -- The reconciler's write: only while arq holds the job nowhere (KEYS[4..7]: arq's job, in-progress,
+    -- queue and result keys). A job key off the queue, or a result, is arq's leftover: dropped with it.
+    if redis.call('EXISTS', KEYS[5]) == 1 then return -4 end
+    if redis.call('EXISTS', KEYS[4]) == 1 and redis.call('ZSCORE', KEYS[6], member) then return -4 end
+    redis.call('DEL', KEYS[4], KEYS[7])
+  end
 end
 local seq = redis.call('HINCRBY', state, 'last_event_id', 1)
 redis.call('XADD', stream, 'MAXLEN', maxlen, '0-' .. seq, 'type', etype, 'data', data, 'final', final)
-redis.call('HSET', state, 'last_write', write_id, unpack(ARGV, 10))
+redis.call('HSET', state, 'last_write', write_id, unpack(ARGV, 12))
 if final == '1' then redis.call('HSET', state, 'final', '1') end
 redis.call('EXPIRE', state, ttl)
 redis.call('EXPIRE', stream, ttl)
+if final == '1' then
+  redis.call('ZREM', index, member)
+elseif etype == 'status' then
+  local t = redis.call('TIME')
+  redis.call('ZADD', index, t[1] * 1000 + math.floor(t[2] / 1000), member)
+end
 redis.call('PUBLISH', channel, seq .. '\\n' .. etype .. '\\n' .. final .. '\\n' .. data)
 return seq
 """
@@ -58,6 +75,7 @@ _FINISHED: Final = 0
 _UNKNOWN: Final = -1
 _STALE_ATTEMPT: Final = -2
 _EXISTS: Final = -3
+_HELD_BY_ARQ: Final = -4
 
 
 class JobStoreError(Exception):
@@ -80,6 +98,10 @@ class JobAlreadyFinished(JobStoreError):
 
 class StaleAttempt(JobStoreError):
     """The job has moved on to another attempt; whoever ran this one must stop publishing."""
+
+
+class HeldByArq(JobStoreError):
+    """The reconciler's write was refused: arq holds the job after all (queued or running)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +166,8 @@ def _integer(raw: Mapping[bytes, bytes], name: str) -> int | None:
     return int(value) if value else None
 
 
-def _parse_state(job_id: str, raw: Mapping[bytes, bytes]) -> JobState:
+def parse_state(job_id: str, raw: Mapping[bytes, bytes]) -> JobState:
+    """The state hash as `HGETALL` answers it, parsed."""
     result = _text(raw, "result")
     return JobState(
         id=job_id,
@@ -198,6 +221,7 @@ class JobStore:
         self._maxlen = settings.stream_maxlen
         self._retention_s = settings.retention_s
         self._active_ttl_s = settings.active_ttl_s
+        self._unfinished = keys.unfinished_jobs_key(settings.queue_name)
         self._append = redis.register_script(_APPEND)
         self._state_and_events = redis.register_script(_STATE_AND_EVENTS)
         self._append_progress = ScriptBatcher(redis, self._append) if batch_progress else self._append
@@ -221,6 +245,8 @@ class JobStore:
         final: bool,
         fields: Mapping[str, object],
         expect_attempt: int | None = None,
+        expect_status: JobStatus | None = None,
+        unless_held: tuple[str, str, str, str] | None = None,
         write_id: str | None = None,
         batched: bool = False,
     ) -> int:
@@ -240,11 +266,17 @@ class JobStore:
             str(self._maxlen),
             str(self._retention_s if final else self._active_ttl_s),
             write_id or f"{self._writer}-{next(self._writes)}",
+            job_id,
+            "" if expect_status is None else expect_status.value,
         ]
         for name, value in fields.items():
             args += [name, _field(value)]
         append = self._append_progress if batched else self._append
-        code = int(await append(keys=[keys.state_key(job_id), keys.events_key(job_id)], args=args))
+        script_keys = [keys.state_key(job_id), keys.events_key(job_id), self._unfinished]
+        if unless_held is not None:
+            args[0] = "unqueued"
+            script_keys += unless_held
+        code = int(await append(keys=script_keys, args=args))
         if code > 0:
             return code
         if code == _FINISHED:
@@ -253,6 +285,8 @@ class JobStore:
             raise StaleAttempt(f"Job {job_id!r} is no longer on attempt {expect_attempt}.")
         if code == _EXISTS:
             raise JobStoreError(f"Job {job_id!r} already exists.")
+        if code == _HELD_BY_ARQ:
+            raise HeldByArq(f"Job {job_id!r} is on arq's queue or running after all.")
         raise JobNotFound(job_id)
 
     async def create(
@@ -307,8 +341,17 @@ class JobStore:
         error: str | None = None,
         result: Any = None,
         expect_attempt: int | None = None,
+        expect_status: JobStatus | None = None,
+        unless_held: tuple[str, str, str, str] | None = None,
     ) -> int:
-        """Append a status event and move the state to it; returns the event id."""
+        """Append a status event and move the state to it; returns the event id.
+
+        `expect_status` (with `expect_attempt`) refuses the write (`StaleAttempt`) if the job has changed
+        since it was read. `unless_held`, arq's job, in-progress, queue and result keys of the job, is the
+        reconciler's: the write is refused (`HeldByArq`) if arq holds the job (in progress, or its job key
+        on the queue), and otherwise drops arq's leftovers of it (a job key off the queue, a result) in
+        the same step, so that the job can be enqueued again under its id.
+        """
         now = time.time()
         result_json = to_json(result) if status is JobStatus.SUCCEEDED else None
         event_data = StatusEvent(
@@ -334,6 +377,8 @@ class JobStore:
             final=status.is_terminal,
             fields=fields,
             expect_attempt=expect_attempt,
+            expect_status=expect_status,
+            unless_held=unless_held,
         )
 
     async def set_progress(
@@ -365,7 +410,7 @@ class JobStore:
 
     async def get(self, job_id: str) -> JobState | None:
         raw = await self._redis.hgetall(keys.state_key(job_id))  # type: ignore[misc]
-        return _parse_state(job_id, raw) if raw else None
+        return parse_state(job_id, raw) if raw else None
 
     async def read_events(self, job_id: str, after: int, count: int) -> list[StoredEvent]:
         """Up to `count` events with ids greater than `after`, oldest first."""
@@ -379,7 +424,7 @@ class JobStore:
         raw, entries = await self._state_and_events(
             keys=[keys.state_key(job_id), keys.events_key(job_id)], args=[after, count]
         )
-        state = _parse_state(job_id, _pairs(raw)) if raw else None
+        state = parse_state(job_id, _pairs(raw)) if raw else None
         return state, [from_stream_entry(entry_id, _pairs(fields)) for entry_id, fields in entries]
 
     async def first_retained_id(self, job_id: str) -> int | None:

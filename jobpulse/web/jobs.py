@@ -12,7 +12,9 @@ Python code.
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -25,9 +27,25 @@ from jobpulse.registry import TaskRegistry
 from jobpulse.status import JobStatus
 from jobpulse.store import JobAlreadyFinished, JobNotFound, JobState
 from jobpulse.web.errors import ApiError
+from jobpulse.web.queue import EnqueueFailed
 from jobpulse.web.services import Services
 
 logger = logging.getLogger(__name__)
+
+# A test hook, off unless this variable names a directory: `submit` then stops between recording a job
+# and enqueueing it, after creating `<dir>/<job id>.recorded`, until `<dir>/<job id>.enqueue` exists, so a
+# test can kill the web process there or race a reconciler against the enqueue
+# (tests/integration/test_reconciler.py).
+ENQUEUE_GATE_ENV = "JOBPULSE_TEST_ENQUEUE_GATE"
+
+
+async def _enqueue_gate(job_id: str) -> None:
+    gate = os.environ.get(ENQUEUE_GATE_ENV)
+    if not gate:
+        return
+    (Path(gate) / f"{job_id}.recorded").touch()
+    while not (Path(gate) / f"{job_id}.enqueue").exists():
+        await asyncio.sleep(0.01)
 
 
 def validation_errors(exc: ValidationError, *prefix: str | int) -> list[dict[str, Any]]:
@@ -122,7 +140,11 @@ class Jobs:
         params_json = model.model_dump(mode="json")
         state = await services.store.create(job_id, task, params_json, owner=owner)
         try:
+            await _enqueue_gate(job_id)
             await services.queue.enqueue(task, job_id, params_json)
+        except EnqueueFailed:
+            # arq holds it already: a worker's reconciler found it recorded but not queued, and queued it
+            logger.info("job %s: already queued by a reconciler", job_id)
         except BaseException:  # including cancellation: a job nobody will run must not stay `queued`
             logger.exception("job %s: enqueue failed", job_id)
             with contextlib.suppress(RedisError):

@@ -24,11 +24,13 @@ from jobpulse.worker import metrics
 from jobpulse.worker.heartbeat import StallReaper
 from jobpulse.worker.job_logs import configure_worker_logging, on_job_start
 from jobpulse.worker.lifecycle import STORE_KEY, lifecycle_task
+from jobpulse.worker.reconciler import Reconciler
 from jobpulse.worker.redis_pool import worker_redis
 from jobpulse.worker.report_relay import RELAY_KEY, ReportRelay
 from jobpulse.worker.upload_sweeper import upload_sweeper
 
 REAPER_KEY = "jobpulse_reaper"
+RECONCILER_KEY = "jobpulse_reconciler"
 METRICS_KEY = "jobpulse_metrics"
 SETTINGS_KEY = "jobpulse_settings"
 
@@ -124,6 +126,8 @@ def worker_settings(
         ctx[STORE_KEY] = store = JobStore(ctx["redis"], settings, batch_progress=True)
         ctx[REAPER_KEY] = reaper = StallReaper(ctx["redis"], store, settings, registry)
         reaper.start()
+        ctx[RECONCILER_KEY] = reconciler = Reconciler(ctx["redis"], store, settings, registry)
+        reconciler.start()
         ctx[RELAY_KEY] = ReportRelay()  # progress_reporter()'s; opens its socket on first use
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -131,6 +135,8 @@ def worker_settings(
             await ctx.pop(RELAY_KEY).close()
         if METRICS_KEY in ctx:
             ctx.pop(METRICS_KEY)()
+        if RECONCILER_KEY in ctx:
+            await ctx[RECONCILER_KEY].stop()
         if REAPER_KEY in ctx:
             await ctx[REAPER_KEY].stop()
 

@@ -36,13 +36,20 @@ def test_the_scaling_docs_name_every_key() -> None:
     defined = {
         name for name, f in inspect.getmembers(keys, inspect.isfunction) if f.__module__ == keys.__name__
     }
-    others = {"running_attempts_key", "worker_health_check_key"}
+    others = {
+        "running_attempts_key",
+        "unfinished_jobs_key",
+        "reconciler_lease_key",
+        "worker_health_check_key",
+    }
     assert defined == {f.__name__ for f in shown} | others, "update docs/SCALING.md's table"
     for build, written in shown.items():
         placeholder = "<client>" if build is keys.submission_rate_key else "<job id>"
         assert f"`{build(placeholder)}`" == written
         assert written in text
     assert f"`{keys.running_attempts_key()}`" in text
+    assert f"`{keys.unfinished_jobs_key('<queue>')}`" in text
+    assert f"`{keys.reconciler_lease_key('<queue>')}`" in text
     assert f"`{keys.worker_health_check_key('<queue>', '<host>')}`" in text
 
 
