@@ -66,7 +66,7 @@ class Reconciler:
         self._settings = settings
         self._registry = registry
         self._after_ms = int(settings.reconcile_after_s * 1000)
-        self.period_s = settings.reconcile_after_s / 4
+        self.period_s = max(0.05, settings.reconcile_after_s / 4)  # never a busy loop, however small
         self._token = secrets.token_hex(8)
         self._task: asyncio.Task[None] | None = None
 
