@@ -7,6 +7,7 @@ would break the contract with the web (where jobs are enqueued, how they are enc
 with the variable to set instead.
 """
 
+import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -25,7 +26,7 @@ from jobpulse.worker.heartbeat import StallReaper
 from jobpulse.worker.job_logs import configure_worker_logging, on_job_start
 from jobpulse.worker.lifecycle import STORE_KEY, lifecycle_task
 from jobpulse.worker.reconciler import Reconciler
-from jobpulse.worker.redis_pool import worker_redis
+from jobpulse.worker.redis_pool import ReconnectingPool, worker_redis
 from jobpulse.worker.report_relay import RELAY_KEY, ReportRelay
 from jobpulse.worker.upload_sweeper import upload_sweeper
 
@@ -118,6 +119,11 @@ def worker_settings(
     uploads = any(issubclass(spec.params_model, UploadParams) for spec in registry)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
+        # This runs in arq's main task. Once the worker is stopping (see ReconnectingPool.stop_when), its
+        # pool stops waiting for Redis, so the stop is prompt however Redis is.
+        pool, main_task = ctx["redis"].connection_pool, asyncio.current_task()
+        if isinstance(pool, ReconnectingPool) and main_task is not None:
+            pool.stop_when(main_task, watch_signals=owns_process, grace_s=settings.shutdown_grace_s)
         if owns_process:
             configure_worker_logging(settings.log_format)
         ctx[SETTINGS_KEY] = settings
