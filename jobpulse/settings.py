@@ -235,6 +235,15 @@ class Settings(BaseSettings):
         description="A worker serves its Prometheus metrics on this port (all interfaces); 0 = not at all.",
     )
 
+    # Tests only
+    test_enqueue_gate: Path | None = Field(
+        default=None,
+        description=(
+            "Tests only: a directory; the web then holds each submission between recording the job and "
+            "enqueueing it until the test allows it (`<dir>/<id>.enqueue`). Never set it in production."
+        ),
+    )
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -12,7 +12,6 @@ Python code.
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,19 +31,16 @@ from jobpulse.web.services import Services
 
 logger = logging.getLogger(__name__)
 
-# A test hook, off unless this variable names a directory: `submit` then stops between recording a job
-# and enqueueing it, after creating `<dir>/<job id>.recorded`, until `<dir>/<job id>.enqueue` exists, so a
-# test can kill the web process there or race a reconciler against the enqueue
-# (tests/integration/test_reconciler.py).
-ENQUEUE_GATE_ENV = "JOBPULSE_TEST_ENQUEUE_GATE"
 
-
-async def _enqueue_gate(job_id: str) -> None:
-    gate = os.environ.get(ENQUEUE_GATE_ENV)
-    if not gate:
+async def _enqueue_gate(gate: Path | None, job_id: str) -> None:
+    """A test hook (`JOBPULSE_TEST_ENQUEUE_GATE`), off unless set: `submit` stops between recording a job
+    and enqueueing it, after creating `<gate>/<job id>.recorded`, until `<gate>/<job id>.enqueue` exists,
+    so a test can kill the web process there or race a reconciler against the enqueue
+    (tests/integration/test_reconciler.py)."""
+    if gate is None:
         return
-    (Path(gate) / f"{job_id}.recorded").touch()
-    while not (Path(gate) / f"{job_id}.enqueue").exists():
+    (gate / f"{job_id}.recorded").touch()
+    while not (gate / f"{job_id}.enqueue").exists():
         await asyncio.sleep(0.01)
 
 
@@ -140,7 +136,7 @@ class Jobs:
         params_json = model.model_dump(mode="json")
         state = await services.store.create(job_id, task, params_json, owner=owner)
         try:
-            await _enqueue_gate(job_id)
+            await _enqueue_gate(services.settings.test_enqueue_gate, job_id)
             await services.queue.enqueue(task, job_id, params_json)
         except EnqueueFailed:
             # arq holds it already: a worker's reconciler found it recorded but not queued, and queued it
