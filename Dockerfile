@@ -23,7 +23,7 @@ COPY web ./web
 COPY worker ./worker
 # Installs the library (`jobpulse`, the only package in the wheel); `web/` and `worker/` stay here, in
 # the working directory, where uvicorn and arq import the reference service from.
-RUN pip install --no-cache-dir . && rm -rf build *.egg-info
+RUN pip install --no-cache-dir ".[demo]" && rm -rf build *.egg-info
 # The uploads volume: a new named volume takes this directory's owner, so the non-root user can write it.
 RUN mkdir -p /data/uploads && chown jobpulse:jobpulse /data/uploads
 
