@@ -8,10 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from jobpulse.settings import Settings
-from jobpulse.store import JobStore
 from jobpulse.web.jobs import Jobs
-from jobpulse.web.queue import JobQueue
 from jobpulse.web.services import Services
 
 
@@ -30,22 +27,7 @@ async def get_services(request: Request) -> Services:
     return services_of(request)
 
 
-async def get_settings(request: Request) -> Settings:
-    return services_of(request).settings
-
-
-async def get_store(request: Request) -> JobStore:
-    return services_of(request).store
-
-
-async def get_queue(request: Request) -> JobQueue:
-    return services_of(request).queue
-
-
 ServicesDep = Annotated[Services, Depends(get_services)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[JobStore, Depends(get_store)]
-QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
 async def get_jobs(request: Request) -> Jobs:
