@@ -25,7 +25,24 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias="REDIS_URL",
-        description="Redis for the queue, the event streams and the job state.",
+        description=(
+            "Redis for the job events, state and live announcements (and the queue, unless "
+            "JOBPULSE_QUEUE_REDIS_URL is set); any one node of a cluster with JOBPULSE_REDIS_CLUSTER."
+        ),
+    )
+    redis_cluster: bool = Field(
+        default=False,
+        description=(
+            "REDIS_URL names one node of a Redis Cluster: the rest are discovered from it, each job's keys "
+            "live on its slot's shard and announcements use sharded pub/sub. Needs JOBPULSE_QUEUE_REDIS_URL."
+        ),
+    )
+    queue_redis_url: str | None = Field(
+        default=None,
+        description=(
+            "Redis (one node, not a cluster) for arq's queue and the workers' bookkeeping (heartbeats, the "
+            "reconciler's index); REDIS_URL when unset."
+        ),
     )
     queue_name: str = Field(default="arq:queue", description="arq queue that jobs are enqueued on.")
     tasks: str | None = Field(
@@ -251,11 +268,36 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("queue_redis_url", mode="before")
+    @classmethod
+    def _empty_queue_url_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("token_secret", "metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`JOBPULSE_TOKEN_SECRET=` (as compose passes an unset variable through) means no secret."""
         return None if value == "" else value
+
+    @property
+    def queue_url(self) -> str:
+        """Where arq's queue lives: `JOBPULSE_QUEUE_REDIS_URL`, else `REDIS_URL`."""
+        return self.queue_redis_url or self.redis_url
+
+    @property
+    def queue_apart(self) -> bool:
+        """The queue is on another Redis than the job store (or the store is a cluster): no script may
+        touch both, so what goes with the queue is written beside the store's script, not inside it."""
+        return self.redis_cluster or self.queue_url != self.redis_url
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_queue_redis(self) -> "Settings":
+        if self.redis_cluster and self.queue_redis_url is None:
+            raise ValueError(
+                "JOBPULSE_REDIS_CLUSTER is set but JOBPULSE_QUEUE_REDIS_URL is not: arq's queue cannot live "
+                "on a Redis Cluster; point JOBPULSE_QUEUE_REDIS_URL at a single Redis node"
+            )
+        return self
 
     @model_validator(mode="after")
     def _keys_need_a_token_secret(self) -> "Settings":

@@ -77,9 +77,18 @@ def free_port() -> int:
 class RedisServer:
     """`with RedisServer() as redis: redis.url` — or `start()`/`stop()`, e.g. to take Redis away in a test."""
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False, directory: Path | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
+        directory: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
+        """`extra_args` go to `redis-server` after ours (a cluster node's `--cluster-enabled yes`)."""
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra_args = extra_args
         self._own_directory = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="jobpulse-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
@@ -98,6 +107,7 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--maxclients", "20000",
             "--logfile", str(self.directory / "redis.log"),
+            *self.extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
