@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
@@ -32,7 +33,7 @@ _Call = tuple[Sequence[KeyT], Sequence[EncodableT], "asyncio.Future[Any]"]
 
 
 class ScriptBatcher:
-    def __init__(self, redis: Redis, script: AsyncScript) -> None:
+    def __init__(self, redis: Redis | RedisCluster, script: AsyncScript) -> None:
         self._redis = redis
         self._script = script
         self._waiting: list[_Call] = []

@@ -7,9 +7,16 @@ Every change to a job goes through one Lua script that, atomically,
   4. refreshes both keys' expiry (short once the job has finished);
   5. on a status event, files the job in its queue's index of unfinished jobs (`keys.unfinished_jobs_key`),
      scored by Redis's clock, or takes it out on the final one (progress events leave the index alone);
-  6. publishes the event on the job's live channel for web processes that are watching.
+  6. publishes the event on the job's live channel for web processes that are watching (`SPUBLISH`, the
+     shard's own, on a Redis Cluster).
 So the state never disagrees with the history, nothing is appended after a terminal event, and a
 subscriber that reads the stream and then listens live sees each event exactly once.
+
+When the queue lives apart from the store (`Settings.queue_apart`: a cluster, or two URLs), the index is
+the queue's (workers' bookkeeping, beside arq's keys) and no script can touch both. Step 5 then happens
+beside the script, ordered so that the index errs only towards too much: a job is filed before its
+status is written and taken out only after its final one. An entry left behind (a crash in between) names
+a job the reconciler finds finished or gone, and drops.
 """
 
 import itertools
@@ -22,6 +29,7 @@ from typing import Any, Final
 
 from pydantic_core import to_jsonable_python
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from jobpulse import keys
 from jobpulse.events import StoredEvent, event_id_from_entry, from_stream_entry
@@ -34,7 +42,7 @@ _APPEND = """
 local state, stream, index = KEYS[1], KEYS[2], KEYS[3]
 local mode, channel, etype, data, final = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local expect_attempt, maxlen, ttl, write_id = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local member, expect_status = ARGV[10], ARGV[11]
+local member, expect_status, publish = ARGV[10], ARGV[11], ARGV[12]
 if mode == 'create' then
   if redis.call('EXISTS', state) == 1 then return -3 end
 else
@@ -56,18 +64,35 @@ else
 end
 local seq = redis.call('HINCRBY', state, 'last_event_id', 1)
 redis.call('XADD', stream, 'MAXLEN', maxlen, '0-' .. seq, 'type', etype, 'data', data, 'final', final)
-redis.call('HSET', state, 'last_write', write_id, unpack(ARGV, 12))
+redis.call('HSET', state, 'last_write', write_id, unpack(ARGV, 13))
 if final == '1' then redis.call('HSET', state, 'final', '1') end
 redis.call('EXPIRE', state, ttl)
 redis.call('EXPIRE', stream, ttl)
-if final == '1' then
+if index == nil then
+  -- the queue lives apart: the store keeps the index beside this script
+elseif final == '1' then
   redis.call('ZREM', index, member)
 elseif etype == 'status' then
   local t = redis.call('TIME')
   redis.call('ZADD', index, t[1] * 1000 + math.floor(t[2] / 1000), member)
 end
-redis.call('PUBLISH', channel, seq .. '\\n' .. etype .. '\\n' .. final .. '\\n' .. data)
+redis.call(publish, channel, seq .. '\\n' .. etype .. '\\n' .. final .. '\\n' .. data)
 return seq
+"""
+
+# The queue's side, when it lives apart from the store (see the module's docstring).
+_FILE_UNFINISHED = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000), ARGV[1])
+return 1
+"""
+
+# The reconciler's check when the queue lives apart: the append script's `unqueued` branch, on the queue.
+_RELEASE_FROM_ARQ = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -4 end
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('ZSCORE', KEYS[3], ARGV[1]) then return -4 end
+redis.call('DEL', KEYS[1], KEYS[4])
+return 1
 """
 
 # What the append script answers instead of an event id.
@@ -214,16 +239,30 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
 
 
 class JobStore:
-    def __init__(self, redis: "Redis", settings: Settings, *, batch_progress: bool = False) -> None:
-        """`batch_progress`: progress writes made while another is on its way to Redis go together as
-        one pipeline (`jobpulse.script_batch`), for a worker whose many jobs publish at once."""
+    def __init__(
+        self,
+        redis: "Redis | RedisCluster",
+        settings: Settings,
+        *,
+        queue_redis: "Redis | None" = None,
+        batch_progress: bool = False,
+    ) -> None:
+        """`redis` is the store's Redis (`REDIS_URL`: one node, or a `jobpulse.connections.StoreCluster`);
+        `queue_redis`, the queue's, where the unfinished index lives when `settings.queue_apart` (by
+        default `redis`). `batch_progress`: progress writes made while another is on its way to Redis go
+        together as one pipeline (`jobpulse.script_batch`), for a worker whose many jobs publish at once."""
         self._redis = redis
+        self._queue_redis: Redis = queue_redis or redis  # type: ignore[assignment]  # one node if not apart
+        self._queue_apart = settings.queue_apart
+        self._publish = "SPUBLISH" if settings.redis_cluster else "PUBLISH"
         self._maxlen = settings.stream_maxlen
         self._retention_s = settings.retention_s
         self._active_ttl_s = settings.active_ttl_s
         self._unfinished = keys.unfinished_jobs_key(settings.queue_name)
-        self._append = redis.register_script(_APPEND)
-        self._state_and_events = redis.register_script(_STATE_AND_EVENTS)
+        self._append = redis.register_script(_APPEND)  # type: ignore[misc]  # RedisCluster has it too
+        self._state_and_events = redis.register_script(_STATE_AND_EVENTS)  # type: ignore[misc]  # RedisCluster has it too
+        self._file_unfinished = self._queue_redis.register_script(_FILE_UNFINISHED)
+        self._release_from_arq = self._queue_redis.register_script(_RELEASE_FROM_ARQ)
         self._append_progress = ScriptBatcher(redis, self._append) if batch_progress else self._append
         # Write ids are this store's random name and a count: unique per write, and cheaper than fresh
         # random bytes for each.
@@ -231,9 +270,14 @@ class JobStore:
         self._writes = itertools.count(1)
 
     @property
-    def redis(self) -> "Redis":
-        """The connection it writes through, for what goes with the job's events (worker heartbeats)."""
+    def redis(self) -> "Redis | RedisCluster":
+        """The store's Redis, which it writes the job's state and events through."""
         return self._redis
+
+    @property
+    def queue_redis(self) -> "Redis":
+        """The queue's Redis, for the workers' bookkeeping that goes with arq's keys (heartbeats)."""
+        return self._queue_redis
 
     async def _run(
         self,
@@ -268,15 +312,28 @@ class JobStore:
             write_id or f"{self._writer}-{next(self._writes)}",
             job_id,
             "" if expect_status is None else expect_status.value,
+            self._publish,
         ]
         for name, value in fields.items():
             args += [name, _field(value)]
         append = self._append_progress if batched else self._append
-        script_keys = [keys.state_key(job_id), keys.events_key(job_id), self._unfinished]
-        if unless_held is not None:
-            args[0] = "unqueued"
-            script_keys += unless_held
+        script_keys = [keys.state_key(job_id), keys.events_key(job_id)]
+        if not self._queue_apart:
+            script_keys.append(self._unfinished)
+            if unless_held is not None:
+                args[0] = "unqueued"
+                script_keys += unless_held
+        else:
+            if (
+                unless_held is not None
+                and int(await self._release_from_arq(keys=list(unless_held), args=[job_id])) == _HELD_BY_ARQ
+            ):
+                raise HeldByArq(f"Job {job_id!r} is on arq's queue or running after all.")
+            if event_type is EventType.STATUS and not final:
+                await self._file_unfinished(keys=[self._unfinished], args=[job_id])
         code = int(await append(keys=script_keys, args=args))
+        if self._queue_apart and final and (code > 0 or code == _FINISHED):
+            await self._queue_redis.zrem(self._unfinished, job_id)  # only once it is written
         if code > 0:
             return code
         if code == _FINISHED:

@@ -114,6 +114,13 @@ class RedisCluster:
             time.sleep(0.05)
         raise RuntimeError(f"{what} was not ready within {timeout_s} s")
 
+    def replica_in_sync(self, port: int) -> bool:
+        with Redis(port=port, socket_timeout=5, decode_responses=True) as client:
+            replication = client.info("replication")
+        return bool(
+            replication.get("master_link_status") == "up" and not replication.get("master_sync_in_progress")
+        )
+
     def info(self, port: int) -> dict[str, str]:
         lines = command(port, "CLUSTER", "INFO").splitlines()
         return dict(line.split(":", 1) for line in lines if ":" in line)
@@ -126,7 +133,11 @@ class RedisCluster:
             live = [node for node in self.nodes if node.alive]
             if not all(self.info(node.port).get("cluster_state") == "ok" for node in live):
                 return False
-            return len(self.primaries()) == self.primary_count
+            if len(self.primaries()) != self.primary_count:
+                return False
+            # A replica still syncing would come up empty if its primary died now.
+            primaries = {node.port for node in self.primaries()}
+            return all(self.replica_in_sync(node.port) for node in live if node.port not in primaries)
 
         self._wait(ok, timeout_s)
 

@@ -1,14 +1,20 @@
 """What one app holds for its lifetime: settings, the task registry, Redis, the store, the queue and the hub.
 
 Started by `jobs_router`'s lifespan and kept on the app (`app.state.jobpulse`), where routes find it.
+
+Redis in two roles (`Settings`): the store's (`REDIS_URL`: job state, events, live channels, limits) and
+the queue's (arq). By default both are one client on one pool. With the queue elsewhere, or the store on a
+cluster, each has its own: a cluster client bounded to `JOBPULSE_REDIS_POOL_SIZE` connections per node
+(`jobpulse.connections`), and a pool of that size for the queue.
 """
 
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
-from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from jobpulse import queue_codec
+from jobpulse.connections import StoreRedis, store_cluster
 from jobpulse.models import JobView
 from jobpulse.registry import TaskRegistry
 from jobpulse.settings import Settings
@@ -31,7 +37,8 @@ class Services:
     settings: Settings
     registry: TaskRegistry
     paths: JobPaths
-    redis: ArqRedis
+    redis: StoreRedis  # the store's: one node, or a cluster client
+    queue_redis: ArqRedis  # arq's; `redis` itself unless the queue lives apart
     store: JobStore
     queue: JobQueue
     hub: Hub
@@ -47,23 +54,18 @@ class Services:
     async def start(
         cls, settings: Settings, registry: TaskRegistry, paths: JobPaths = NO_PREFIX
     ) -> "Services":
-        # A fixed-size pool: the connection count stays constant however many clients are served.
-        # The hub's pub/sub reader holds one more connection, of its own, built from this pool's settings.
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.redis_pool_size,
-            timeout=10,
-            socket_connect_timeout=settings.redis_timeout_s,
-            socket_timeout=settings.redis_timeout_s,
-            socket_keepalive=True,
-            health_check_interval=30,
-            client_name=WEB_CLIENT_NAME,
-        )
-        # Jobs go on the queue as JSON, never pickle: see jobpulse.queue_codec.
-        redis = ArqRedis(
-            connection_pool=pool, job_serializer=queue_codec.encode, job_deserializer=queue_codec.decode
-        )
-        store = JobStore(redis, settings)
+        queue_redis = _queue_client(settings)
+        redis: StoreRedis = queue_redis
+        if settings.redis_cluster:
+            redis = store_cluster(
+                settings,
+                client_name=WEB_CLIENT_NAME,
+                max_connections=settings.redis_pool_size,
+                ride_out_s=settings.redis_timeout_s,
+            )
+        elif settings.queue_apart:
+            redis = Redis(connection_pool=_pool(settings.redis_url, settings))
+        store = JobStore(redis, settings, queue_redis=queue_redis)
         counters = StreamCounters()  # created before the hub, which is to count its reconnects in it
         hub = Hub(
             redis,
@@ -78,13 +80,14 @@ class Services:
         await hub.start()
         clock = StreamClock.for_deadlines(settings.keepalive_s, settings.send_timeout_s)
         clock.start()
-        queue = JobQueue(redis, settings.queue_name)
+        queue = JobQueue(queue_redis, settings.queue_name)
         streams = StreamSlots(settings.max_streams_per_client, stream_capacity(settings.max_streams))
         return cls(
             settings,
             registry,
             paths,
             redis,
+            queue_redis,
             store,
             queue,
             hub,
@@ -102,4 +105,30 @@ class Services:
     async def stop(self) -> None:
         await self.hub.stop()
         await self.clock.stop()
-        await self.redis.aclose(close_connection_pool=True)
+        if self.redis is not self.queue_redis:
+            await self.redis.aclose()
+        await self.queue_redis.aclose(close_connection_pool=True)
+
+
+def _pool(url: str, settings: Settings) -> BlockingConnectionPool:
+    """A fixed-size pool: the connection count stays constant however many clients are served. The hub's
+    pub/sub reader holds one more connection, of its own, built from this pool's settings."""
+    return BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_pool_size,
+        timeout=10,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s,
+        socket_keepalive=True,
+        health_check_interval=30,
+        client_name=WEB_CLIENT_NAME,
+    )
+
+
+def _queue_client(settings: Settings) -> ArqRedis:
+    # Jobs go on the queue as JSON, never pickle: see jobpulse.queue_codec.
+    return ArqRedis(
+        connection_pool=_pool(settings.queue_url, settings),
+        job_serializer=queue_codec.encode,
+        job_deserializer=queue_codec.decode,
+    )

@@ -17,6 +17,7 @@ from arq.cron import CronJob
 from arq.worker import Function, func
 
 from jobpulse import keys, queue_codec
+from jobpulse.connections import StoreRedis, store_cluster
 from jobpulse.registry import TaskDefinitionError, TaskRegistry
 from jobpulse.settings import Settings
 from jobpulse.store import JobStore
@@ -26,7 +27,7 @@ from jobpulse.worker.heartbeat import StallReaper
 from jobpulse.worker.job_logs import configure_worker_logging, on_job_start
 from jobpulse.worker.lifecycle import STORE_KEY, lifecycle_task
 from jobpulse.worker.reconciler import Reconciler
-from jobpulse.worker.redis_pool import ReconnectingPool, worker_redis
+from jobpulse.worker.redis_pool import WORKER_CLIENT_NAME, ReconnectingPool, worker_redis
 from jobpulse.worker.report_relay import RELAY_KEY, ReportRelay
 from jobpulse.worker.upload_sweeper import upload_sweeper
 
@@ -34,6 +35,7 @@ REAPER_KEY = "jobpulse_reaper"
 RECONCILER_KEY = "jobpulse_reconciler"
 METRICS_KEY = "jobpulse_metrics"
 SETTINGS_KEY = "jobpulse_settings"
+STORE_REDIS_KEY = "jobpulse_store_redis"
 
 Hook = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -94,6 +96,35 @@ def _task_functions(registry: TaskRegistry, settings: Settings, theirs: Iterable
     return [*ours, *theirs]
 
 
+def _store_redis(settings: Settings, queue_redis: StoreRedis) -> StoreRedis:
+    """The store's Redis for a worker: arq's own client on one Redis; else a client of its own, which
+    rides out an outage (or a failover) for `JOBPULSE_REDIS_RECONNECT_S` as the queue's does."""
+    if settings.redis_cluster:
+        return store_cluster(
+            settings,
+            client_name=WORKER_CLIENT_NAME,
+            max_connections=settings.worker_redis_pool_size,
+            ride_out_s=settings.redis_reconnect_s,
+        )
+    if settings.queue_apart:
+        return worker_redis(settings, settings.redis_url)
+    return queue_redis
+
+
+def _start_store(ctx: dict[str, Any], settings: Settings, main_task: "asyncio.Task[Any] | None") -> JobStore:
+    store_redis = ctx[STORE_REDIS_KEY] = _store_redis(settings, ctx["redis"])
+    pool = getattr(store_redis, "connection_pool", None)
+    if store_redis is not ctx["redis"] and isinstance(pool, ReconnectingPool) and main_task is not None:
+        pool.stop_when(main_task, watch_signals=False, grace_s=settings.shutdown_grace_s)
+    return JobStore(store_redis, settings, queue_redis=ctx["redis"], batch_progress=True)
+
+
+async def _close_store(ctx: dict[str, Any]) -> None:
+    store_redis = ctx.pop(STORE_REDIS_KEY, None)
+    if store_redis is not None and store_redis is not ctx["redis"]:
+        await store_redis.aclose()
+
+
 def worker_settings(
     registry: TaskRegistry,
     *,
@@ -129,7 +160,7 @@ def worker_settings(
         ctx[SETTINGS_KEY] = settings
         if settings.worker_metrics_port:
             ctx[METRICS_KEY] = metrics.serve(settings.worker_metrics_port)
-        ctx[STORE_KEY] = store = JobStore(ctx["redis"], settings, batch_progress=True)
+        ctx[STORE_KEY] = store = _start_store(ctx, settings, main_task)
         ctx[REAPER_KEY] = reaper = StallReaper(ctx["redis"], store, settings, registry)
         reaper.start()
         ctx[RECONCILER_KEY] = reconciler = Reconciler(ctx["redis"], store, settings, registry)
@@ -145,6 +176,7 @@ def worker_settings(
             await ctx[RECONCILER_KEY].stop()
         if REAPER_KEY in ctx:
             await ctx[REAPER_KEY].stop()
+        await _close_store(ctx)
 
     user_hooks = {name: arq_settings.pop(name, None) for name in _HOOKS}
     cron_jobs: list[CronJob] = []
@@ -153,7 +185,7 @@ def worker_settings(
     cron_jobs += list(arq_settings.pop("cron_jobs", None) or [])
     ours: dict[str, Any] = {
         "functions": _task_functions(registry, settings, arq_settings.pop("functions", None) or []),
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": RedisSettings.from_dsn(settings.queue_url),
         "redis_pool": worker_redis(settings),
         # Never pickle: see jobpulse.queue_codec.
         "job_serializer": queue_codec.encode,

@@ -115,7 +115,7 @@ def lifecycle_task(spec: TaskSpec, settings: Settings) -> ArqCoroutine:
         metrics.attempt_started(name)
         try:
             beat_every = settings.heartbeat_interval_s
-            async with heartbeat(attempt.store.redis, attempt.job_id, attempt.number, beat_every):
+            async with heartbeat(attempt.store.queue_redis, attempt.job_id, attempt.number, beat_every):
                 await _run_attempt(ctx, attempt, reporter, spec, timeout_s, params)
         except (JobStoreError, JobAborted):
             attempt.outcome = "cancelled"  # finished elsewhere while we ran: it keeps that ending

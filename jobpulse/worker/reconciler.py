@@ -134,19 +134,32 @@ class Reconciler:
         return changed
 
     async def _read(self, job_ids: list[str]) -> list[tuple[str, JobState | None, bool]]:
-        """Each job's state, and whether arq holds it: in progress, or its job key and a queue entry."""
+        """Each job's state, and whether arq holds it: in progress, or its job key and a queue entry.
+
+        Two reads at once, the store's and the queue's, which may be two Redis (or a cluster and a node).
+        """
         queue = self._settings.queue_name
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hgetall(keys.state_key(job_id))
-                pipe.exists(job_key_prefix + job_id)
-                pipe.exists(in_progress_key_prefix + job_id)
-                pipe.zscore(queue, job_id)
-            replies = await pipe.execute()
+
+        async def states() -> list[Any]:
+            async with self._store.redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hgetall(keys.state_key(job_id))
+                return await pipe.execute()
+
+        async def held_by_arq() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.exists(job_key_prefix + job_id)
+                    pipe.exists(in_progress_key_prefix + job_id)
+                    pipe.zscore(queue, job_id)
+                return await pipe.execute()
+
+        raws, arq_replies = await asyncio.gather(states(), held_by_arq())
         read = []
         for n, job_id in enumerate(job_ids):
-            raw, job_key, in_progress, queued = replies[4 * n : 4 * n + 4]
+            job_key, in_progress, queued = arq_replies[3 * n : 3 * n + 3]
             held = bool(in_progress) or (bool(job_key) and queued is not None)
+            raw = raws[n]
             read.append((job_id, parse_state(job_id, raw) if raw else None, held))
         return read
 

@@ -203,11 +203,12 @@ class WorkerRedis(ArqRedis):
             return 0
 
 
-def worker_redis(settings: Settings) -> ArqRedis:
-    """The connection arq's worker (and our store, heartbeats and reaper through it) uses."""
+def worker_redis(settings: Settings, url: str | None = None) -> ArqRedis:
+    """The connection arq's worker (and our heartbeats, reaper and, on one Redis, store through it) uses:
+    to the queue's Redis, or to `url` (the store's, when it is another single node)."""
     retries = max(1, int(settings.redis_reconnect_s / _BACKOFF_CAP_S))
     pool = ReconnectingPool.from_url(
-        settings.redis_url,
+        url or settings.queue_url,
         reconnect_s=settings.redis_reconnect_s,
         max_connections=settings.worker_redis_pool_size,
         timeout=None,  # wait as long as it takes: a connection is held for one command or transaction

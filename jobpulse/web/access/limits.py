@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from jobpulse.keys import submission_rate_key
 from jobpulse.web.errors import ApiError
@@ -34,10 +35,10 @@ return 0
 class SubmissionRate:
     """At most `limit` submissions per `window_s` per client (a minute in the app); 0 turns it off."""
 
-    def __init__(self, redis: Redis, limit: int, window_s: float = 60) -> None:
+    def __init__(self, redis: Redis | RedisCluster, limit: int, window_s: float = 60) -> None:
         self._limit = limit
         self._window_ms = window_s * 1000
-        self._admit = redis.register_script(_ADMIT)
+        self._admit = redis.register_script(_ADMIT)  # type: ignore[misc]  # RedisCluster has it too
 
     async def admit(self, client: str) -> None:
         if not self._limit:

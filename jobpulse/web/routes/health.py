@@ -35,11 +35,14 @@ async def healthz() -> JSONResponse:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """200 when Redis answers a PING in time through this process's own pool, else 503 saying why."""
+    """200 when Redis answers a PING in time through this process's own pool (the store's, and the queue's
+    if it lives apart), else 503 saying why."""
     timeout = min(READY_TIMEOUT_S, services.settings.redis_timeout_s)
     try:
         async with asyncio.timeout(timeout):
             await services.redis.ping()
+            if services.queue_redis is not services.redis:
+                await services.queue_redis.ping()
     except (RedisError, OSError, TimeoutError) as exc:
         # The probe may be reachable from outside: the answer names the kind of failure, and the log,
         # for operators, has Redis's own words (which can name hosts and ports).

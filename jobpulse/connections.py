@@ -1,0 +1,143 @@
+"""The Redis client for job events and state: one node, or a Redis Cluster discovered from one node.
+
+jobpulse talks to Redis in two roles (`Settings`): the *queue* (arq's keys and the workers' bookkeeping),
+always one node because arq has no cluster support; and the *store* (each job's state hash, event
+stream and live channel, the submission limits), `REDIS_URL`, which may be a cluster. This module makes
+the store's cluster client; the single-node clients stay where they were made before (the web's pool,
+the worker's `redis_pool`), since one node for both roles is the default and the fast path.
+
+On a cluster every key of a job carries its id as a hash tag (`jobpulse.keys`), so the append script's
+keys and channel are in one slot and redis-py routes each script call to that slot's primary.
+
+Two things redis-py's asyncio `RedisCluster` (5.x, the line arq allows) does not do, added here:
+- **A bound on connections.** Its per-node pools raise `MaxConnectionsError` when full rather than wait.
+  Every command and pipeline here first takes one of `max_connections` permits, so no node ever holds
+  more than that many of this client's connections, and a burst waits instead of failing.
+- **Riding out a failover.** It retries a command three times, re-reading the topology in between,
+  which a primary's failover (seconds: `cluster-node-timeout` and an election) outlasts. `ride_out_s`
+  keeps retrying connection and cluster-down errors that long, with backoff: the worker's whole
+  `JOBPULSE_REDIS_RECONNECT_S`, as its single-node pool does; the web's `JOBPULSE_REDIS_TIMEOUT_S`.
+  A retried append is harmless: the script's write id makes a second run answer the first one's id.
+"""
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from jobpulse.settings import Settings
+
+# The store's client (`JobStore`, the hub, the limits): one node, or a cluster.
+StoreRedis = Redis | RedisCluster
+
+logger = logging.getLogger(__name__)
+
+# What a failover or a slot moving looks like to a client: all worth waiting through.
+_TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+    MaxConnectionsError,
+)
+_FIRST_BACKOFF_S = 0.05
+_BACKOFF_CAP_S = 1.0
+
+
+class _Permits:
+    """An `asyncio.Semaphore` made on first use, so the client can be built outside a running loop."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._semaphore: asyncio.Semaphore | None = None
+
+    @property
+    def semaphore(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self._count)
+        return self._semaphore
+
+
+async def _riding_out(ride_out_s: float, what: str, call: Any) -> Any:
+    """`await call()`, again with backoff while it fails transiently, for at most `ride_out_s`."""
+    deadline = time.monotonic() + ride_out_s
+    backoff = _FIRST_BACKOFF_S
+    while True:
+        try:
+            return await call()
+        except _TRANSIENT as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            logger.info("redis cluster: %s failed (%s); retrying", what, exc)
+            await asyncio.sleep(min(left, backoff * (0.5 + random.random())))
+            backoff = min(backoff * 2, _BACKOFF_CAP_S)
+
+
+class StoreCluster(RedisCluster):
+    """redis-py's asyncio cluster client, bounded and riding out failovers (see the module's docstring)."""
+
+    def __init__(self, *args: Any, permits: int, ride_out_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._permits = _Permits(permits)
+        self.ride_out_s = ride_out_s
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async def once() -> Any:
+            async with self._permits.semaphore:
+                return await super(StoreCluster, self).execute_command(*args, **kwargs)
+
+        return await _riding_out(self.ride_out_s, str(args[0]), once)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if transaction or shard_hint:  # which RedisCluster.pipeline refuses
+            return super().pipeline(transaction, shard_hint)
+        return _BoundedPipeline(self)  # type: ignore[abstract]  # as RedisCluster.pipeline makes it
+
+
+class _BoundedPipeline(ClusterPipeline):
+    """A pipeline that takes one of its client's permits while it runs (it uses a connection per node)."""
+
+    _client: StoreCluster
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        async with self._client._permits.semaphore:
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+def store_cluster(
+    settings: Settings, *, client_name: str, max_connections: int, ride_out_s: float
+) -> StoreCluster:
+    """The cluster client for `settings.redis_url`, any one node of the cluster: the rest are discovered.
+
+    No more than `max_connections` of its connections are open to any one node.
+    """
+    cluster = StoreCluster.from_url(
+        settings.redis_url,
+        permits=max_connections,
+        ride_out_s=ride_out_s,
+        # A permit is one command or pipeline, which holds at most one connection per node; two more
+        # leave room for the topology reads redis-py makes on its own after a MOVED or a failover.
+        max_connections=max_connections + 2,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s,
+        socket_keepalive=True,
+        client_name=client_name,
+        # Some slots without a primary (a failover under way) must not stop the rest from being served.
+        require_full_coverage=False,
+    )
+    assert isinstance(cluster, StoreCluster)
+    return cluster
