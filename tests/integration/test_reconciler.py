@@ -57,6 +57,33 @@ async def arq(quick: Settings) -> AsyncIterator[ArqRedis]:
     await client.aclose()
 
 
+@pytest.fixture(scope="module")
+def queue_server() -> Iterator[RedisServer]:
+    """A second private Redis, for the queue living apart from the store."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["one-redis", "queue-apart"])
+def apart(request: pytest.FixtureRequest, quick: Settings) -> Settings:
+    """`quick`, with the queue on the store's Redis (the default), or on a Redis of its own
+    (`JOBPULSE_QUEUE_REDIS_URL`), where the index and the reconciler's arq check are written beside the
+    store's script rather than inside it."""
+    if request.param == "one-redis":
+        return quick
+    server: RedisServer = request.getfixturevalue("queue_server")
+    return quick.model_copy(update={"queue_redis_url": server.url})
+
+
+@pytest.fixture
+async def queue(apart: Settings) -> AsyncIterator[ArqRedis]:
+    """arq's client on the queue's Redis (the store's, or its own)."""
+    client = ArqRedis.from_url(apart.queue_url)
+    client.job_serializer, client.job_deserializer = queue_codec.encode, queue_codec.decode
+    yield client
+    await client.aclose()
+
+
 def statuses(events: list[Event]) -> list[tuple[str, int]]:
     return [(e.data["status"], e.data["attempt"]) for e in events if e.event == "status"]
 
@@ -72,89 +99,91 @@ async def arq_job(arq: ArqRedis, job_id: str, settings: Settings) -> tuple[str, 
 
 
 async def test_a_job_recorded_but_never_enqueued_is_queued_again(
-    redis: Redis, arq: ArqRedis, quick: Settings
+    redis: Redis, queue: ArqRedis, apart: Settings
 ) -> None:
-    store = JobStore(redis, quick)
+    store = JobStore(redis, apart, queue_redis=queue)
     job_id = new_job_id()
     await store.create(job_id, "simulate", QUICK_JOB)
-    reconciler = Reconciler(arq, store, quick, registry)
+    reconciler = Reconciler(queue, store, apart, registry)
     assert await reconciler.reconcile() == []  # within the grace: the web may be enqueueing it right now
     await past_the_grace()
     assert await reconciler.reconcile() == [job_id]
     state = await store.get(job_id)
     assert state is not None and (state.status, state.attempt, state.error) == (JobStatus.QUEUED, 0, AGAIN)
-    assert await redis.zscore(quick.queue_name, job_id) is not None
-    assert await arq_job(arq, job_id, quick) == ("simulate", [QUICK_JOB], 1)
+    assert await queue.zscore(apart.queue_name, job_id) is not None
+    assert await arq_job(queue, job_id, apart) == ("simulate", [QUICK_JOB], 1)
     await past_the_grace()
     assert await reconciler.reconcile() == []  # on the queue now: left alone
     assert (await store.get(job_id)) == state
 
 
 async def test_a_job_arq_holds_is_left_alone_and_a_finished_one_leaves_the_index(
-    redis: Redis, arq: ArqRedis, quick: Settings
+    redis: Redis, queue: ArqRedis, apart: Settings
 ) -> None:
-    store = JobStore(redis, quick)
+    store = JobStore(redis, apart, queue_redis=queue)
     waiting, running, finished = new_job_id(), new_job_id(), new_job_id()
     for job_id in (waiting, running, finished):
         await store.create(job_id, "simulate", QUICK_JOB)
-    await arq.enqueue_job("simulate", QUICK_JOB, _job_id=waiting, _queue_name=quick.queue_name)
-    await redis.set(in_progress_key_prefix + running, b"1")  # taken by a worker, not yet `running`
+    await queue.enqueue_job("simulate", QUICK_JOB, _job_id=waiting, _queue_name=apart.queue_name)
+    await queue.set(in_progress_key_prefix + running, b"1")  # taken by a worker, not yet `running`
     await store.set_status(finished, JobStatus.SUCCEEDED, attempt=1)
-    index = keys.unfinished_jobs_key(quick.queue_name)
-    assert await redis.zscore(index, finished) is None  # the final status took it out
-    before = await redis.zscore(index, waiting)
+    index = keys.unfinished_jobs_key(apart.queue_name)
+    assert await queue.zscore(index, finished) is None  # the final status took it out
+    before = await queue.zscore(index, waiting)
     await past_the_grace()
-    assert await Reconciler(arq, store, quick, registry).reconcile() == []
+    assert await Reconciler(queue, store, apart, registry).reconcile() == []
     for job_id in (waiting, running):
         state = await store.get(job_id)
         assert state is not None and (state.status, state.last_event_id) == (JobStatus.QUEUED, 1)
-    after = await redis.zscore(index, waiting)
+    after = await queue.zscore(index, waiting)
     assert before is not None and after is not None and after > before  # looked at: comes round later
 
 
 async def test_a_retrying_job_arq_dropped_runs_as_its_next_attempt_never_the_same_one(
-    redis: Redis, arq: ArqRedis, quick: Settings
+    redis: Redis, queue: ArqRedis, apart: Settings
 ) -> None:
     """As after a Redis outage longer than the reconnect window: arq failed the job itself (a result, no
     job key) while our state said `running`; the stall reaper then made it `retrying`."""
-    store = JobStore(redis, quick)
+    store = JobStore(redis, apart, queue_redis=queue)
     job_id = new_job_id()
     await store.create(job_id, "simulate", QUICK_JOB)
     await store.set_status(job_id, JobStatus.RUNNING, attempt=1)
     await store.set_status(job_id, JobStatus.RETRYING, attempt=1, error="stalled: …")
-    await redis.set(result_key_prefix + job_id, b"arq's failure")
+    await queue.set(result_key_prefix + job_id, b"arq's failure")
     await past_the_grace()
-    assert await Reconciler(arq, store, quick, registry).reconcile() == [job_id]
+    assert await Reconciler(queue, store, apart, registry).reconcile() == [job_id]
     state = await store.get(job_id)
     assert state is not None and (state.status, state.attempt) == (JobStatus.RETRYING, 1)
     assert state.error == AGAIN.replace("recorded queued", "recorded retrying")
-    assert await arq_job(arq, job_id, quick) == ("simulate", [QUICK_JOB], 2)
-    assert not await redis.exists(result_key_prefix + job_id)
+    assert await arq_job(queue, job_id, apart) == ("simulate", [QUICK_JOB], 2)
+    assert not await queue.exists(result_key_prefix + job_id)
 
 
-async def test_a_job_key_off_the_queue_is_queued_again(redis: Redis, arq: ArqRedis, quick: Settings) -> None:
+async def test_a_job_key_off_the_queue_is_queued_again(
+    redis: Redis, queue: ArqRedis, apart: Settings
+) -> None:
     """The queue's sorted set lost its entry (a restore, a flush of one key); arq's job key is left over."""
-    store = JobStore(redis, quick)
+    store = JobStore(redis, apart, queue_redis=queue)
     job_id = new_job_id()
     await store.create(job_id, "simulate", QUICK_JOB)
-    await arq.enqueue_job("simulate", QUICK_JOB, _job_id=job_id, _queue_name=quick.queue_name)
-    await redis.delete(quick.queue_name)
+    await queue.enqueue_job("simulate", QUICK_JOB, _job_id=job_id, _queue_name=apart.queue_name)
+    await queue.delete(apart.queue_name)
     await past_the_grace()
-    assert await Reconciler(arq, store, quick, registry).reconcile() == [job_id]
-    assert await redis.zscore(quick.queue_name, job_id) is not None
-    assert await redis.exists(job_key_prefix + job_id)
+    assert await Reconciler(queue, store, apart, registry).reconcile() == [job_id]
+    assert await queue.zscore(apart.queue_name, job_id) is not None
+    assert await queue.exists(job_key_prefix + job_id)
 
 
 async def test_without_attempts_left_or_without_its_task_the_job_fails_saying_why(
-    redis: Redis, arq: ArqRedis, quick: Settings
+    redis: Redis, queue: ArqRedis, apart: Settings
 ) -> None:
-    store = JobStore(redis, quick)
+    store = JobStore(redis, apart, queue_redis=queue)
     spent, unknown = new_job_id(), new_job_id()
     await store.create(spent, "simulate", QUICK_JOB)
     await store.set_status(spent, JobStatus.RETRYING, attempt=3, error="…")
     await store.create(unknown, "no_such_task", {})
     await past_the_grace()
-    assert sorted(await Reconciler(arq, store, quick, registry).reconcile()) == sorted([spent, unknown])
+    assert sorted(await Reconciler(queue, store, apart, registry).reconcile()) == sorted([spent, unknown])
     spent_state, unknown_state = await store.get(spent), await store.get(unknown)
     assert spent_state is not None and spent_state.status is JobStatus.FAILED
     assert spent_state.error == (
@@ -165,33 +194,33 @@ async def test_without_attempts_left_or_without_its_task_the_job_fails_saying_wh
         "recorded queued, but arq had it neither queued nor running after 0.2 s, and its task "
         "'no_such_task' is not registered with the workers: not run"
     )
-    assert await redis.zcard(keys.unfinished_jobs_key(quick.queue_name)) == 0
-    assert await redis.zcard(quick.queue_name) == 0
+    assert await redis.zcard(keys.unfinished_jobs_key(apart.queue_name)) == 0
+    assert await queue.zcard(apart.queue_name) == 0
 
 
 async def test_a_running_attempt_without_a_heartbeat_is_handed_on(
-    redis: Redis, arq: ArqRedis, quick: Settings
+    redis: Redis, queue: ArqRedis, apart: Settings
 ) -> None:
     """As when Redis refused writes (out of memory): the worker's `failed` was refused, its heartbeat
     entry removed, and arq's in-progress key would keep the job for the job timeout."""
-    store = JobStore(redis, quick)
+    store = JobStore(redis, apart, queue_redis=queue)
     job_id, beating = new_job_id(), new_job_id()
     for each in (job_id, beating):
         await store.create(each, "simulate", QUICK_JOB)
-        await arq.enqueue_job("simulate", QUICK_JOB, _job_id=each, _queue_name=quick.queue_name)
-        await redis.set(in_progress_key_prefix + each, b"1")
+        await queue.enqueue_job("simulate", QUICK_JOB, _job_id=each, _queue_name=apart.queue_name)
+        await queue.set(in_progress_key_prefix + each, b"1")
         await store.set_status(each, JobStatus.RUNNING, attempt=1)
-    await redis.zadd(keys.running_attempts_key(), {f"{beating}:1": 0})  # the stall reaper's to judge
+    await queue.zadd(keys.running_attempts_key(), {f"{beating}:1": 0})  # the stall reaper's to judge
     await past_the_grace()
-    assert await Reconciler(arq, store, quick, registry).reconcile() == [job_id]
+    assert await Reconciler(queue, store, apart, registry).reconcile() == [job_id]
     state = await store.get(job_id)
     assert state is not None and (state.status, state.attempt) == (JobStatus.RETRYING, 1)
     assert state.error == (
         "lost: attempt 1 is recorded as running, but no worker has reported it alive for 0.2 s "
         "(its worker stopped, or could not write to Redis)"
     )
-    assert not await redis.exists(in_progress_key_prefix + job_id)  # any worker may run it now
-    assert await redis.exists(in_progress_key_prefix + beating)
+    assert not await queue.exists(in_progress_key_prefix + job_id)  # any worker may run it now
+    assert await queue.exists(in_progress_key_prefix + beating)
 
 
 # The races: the web is held between recording a job and enqueueing it, deterministically, by its hook.
