@@ -64,7 +64,7 @@ class Services:
                 ride_out_s=settings.redis_timeout_s,
             )
         elif settings.queue_apart:
-            redis = Redis(connection_pool=_pool(settings.redis_url, settings))
+            redis = Redis.from_pool(_pool(settings.redis_url, settings))  # closing it closes the pool
         store = JobStore(redis, settings, queue_redis=queue_redis)
         counters = StreamCounters()  # created before the hub, which is to count its reconnects in it
         hub = Hub(

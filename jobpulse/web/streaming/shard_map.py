@@ -21,10 +21,12 @@ Address = tuple[str, int]
 
 
 class ShardMap:
-    def __init__(self, cluster: RedisCluster) -> None:
+    def __init__(self, cluster: RedisCluster, ranges: list[tuple[int, int, Address]] | None = None) -> None:
+        """`ranges` (first slot, last slot, primary) until the first `refresh`: none by default."""
         self._cluster = cluster
         self._starts: list[int] = []  # first slot of each range, sorted
         self._ranges: list[tuple[int, int, Address]] = []
+        self._set(ranges or [])
 
     @staticmethod
     def slot(channel: bytes) -> int:
