@@ -17,7 +17,8 @@ Two things redis-py's asyncio `RedisCluster` (5.x, the line arq allows) does not
   which a primary's failover (seconds: `cluster-node-timeout` and an election) outlasts. `ride_out_s`
   keeps retrying connection and cluster-down errors that long, with backoff: the worker's whole
   `JOBPULSE_REDIS_RECONNECT_S`, as its single-node pool does; the web's `JOBPULSE_REDIS_TIMEOUT_S`.
-  A retried append is harmless: the script's write id makes a second run answer the first one's id.
+  A pipeline is sent again whole. A retried append is harmless: the script's write id makes a second
+  run answer the first one's id (and `jobpulse.script_batch` never puts two writes of a job in one).
 """
 
 import asyncio
@@ -109,13 +110,21 @@ class StoreCluster(RedisCluster):
 
 
 class _BoundedPipeline(ClusterPipeline):
-    """A pipeline that takes one of its client's permits while it runs (it uses a connection per node)."""
+    """A pipeline that takes one of its client's permits while it runs (it uses a connection per node),
+    and is sent again, whole, while it fails transiently, as a single command is."""
 
     _client: StoreCluster
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
-        async with self._client._permits.semaphore:
-            return await super().execute(raise_on_error, allow_redirections)
+        commands = list(self._command_stack)  # redis-py empties it after each try
+
+        async def once() -> list[Any]:
+            self._command_stack = list(commands)
+            async with self._client._permits.semaphore:
+                return await super(_BoundedPipeline, self).execute(raise_on_error, allow_redirections)
+
+        result: list[Any] = await _riding_out(self._client.ride_out_s, "pipeline", once)
+        return result
 
 
 def store_cluster(

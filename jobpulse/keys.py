@@ -1,7 +1,13 @@
 """Every Redis key and channel jobpulse uses, built here and only here.
 
 A job's keys share the hash tag ``{job_id}`` so they live in one Redis Cluster slot: the event append
-touches the state hash and the stream in one script, which Cluster allows only within a slot.
+touches the state hash and the stream in one script, and announces on the channel with `SPUBLISH`, which
+Cluster allows only within a slot.
+
+Two Redis roles (`Settings`): the *store's* (`REDIS_URL`, may be a cluster) holds each job's state,
+history and channel and the submission limits; the *queue's* (`JOBPULSE_QUEUE_REDIS_URL`, one node, by
+default the same Redis) holds arq's keys and the workers' bookkeeping that goes with them: running
+attempts, the unfinished index and the reconciler's lease, each one key for all jobs.
 """
 
 PREFIX = "jobpulse"
@@ -18,12 +24,14 @@ def events_key(job_id: str) -> str:
 
 
 def live_channel(job_id: str) -> str:
-    """Pub/sub channel that announces each new event to web processes watching the job."""
+    """Pub/sub channel that announces each new event to web processes watching the job (a shard channel,
+    `SPUBLISH`/`SSUBSCRIBE`, on a cluster)."""
     return f"{PREFIX}:{{{job_id}}}:live"
 
 
 def running_attempts_key() -> str:
-    """Sorted set of running attempts (`job_id:attempt`), scored by their last heartbeat (Redis ms)."""
+    """Sorted set of running attempts (`job_id:attempt`), scored by their last heartbeat (Redis ms); on
+    the queue's Redis."""
     return f"{PREFIX}:running"
 
 
@@ -31,7 +39,8 @@ def unfinished_jobs_key(queue_name: str) -> str:
     """Sorted set of every job of `queue_name` not finished yet, scored by its latest status change or
     check (Redis ms).
 
-    The append script keeps it (added on each non-final status, removed on the final one); the reconciler
+    On the queue's Redis. The append script keeps it (added on each non-final status, removed on the final
+    one), or the store beside the script when the queue lives apart (`jobpulse.store`); the reconciler
     (`jobpulse.worker.reconciler`) of that queue's workers reads the oldest entries to find jobs arq no
     longer holds. One per queue: a queue's workers know only their own queue.
     """
@@ -39,12 +48,13 @@ def unfinished_jobs_key(queue_name: str) -> str:
 
 
 def reconciler_lease_key(queue_name: str) -> str:
-    """Held by the one worker of `queue_name` whose reconciler runs now (`SET NX PX`)."""
+    """Held by the one worker of `queue_name` whose reconciler runs now (`SET NX PX`); on the queue's Redis."""
     return f"{PREFIX}:reconciler:{queue_name}"
 
 
 def submission_rate_key(client: str) -> str:
-    """When `client` may next submit, in Redis ms (the submission rate limiter's only state)."""
+    """When `client` may next submit, in Redis ms (the submission rate limiter's only state); on the
+    store's Redis, one slot per client on a cluster."""
     return f"{PREFIX}:rate:submit:{client}"
 
 
