@@ -48,7 +48,8 @@ def unfinished_jobs_key(queue_name: str) -> str:
 
 
 def reconciler_lease_key(queue_name: str) -> str:
-    """Held by the one worker of `queue_name` whose reconciler runs now (`SET NX PX`); on the queue's Redis."""
+    """Held by the one worker of `queue_name` whose reconciler runs now (`SET NX PX`); on the queue's
+    Redis."""
     return f"{PREFIX}:reconciler:{queue_name}"
 
 
