@@ -56,6 +56,7 @@ from benchmarks.fanout.report import (
     cpu_us_per_delivery,
     embedded_rows,
     figures,
+    redis_rows,
     table,
 )
 from benchmarks.fanout.runner import (
@@ -69,6 +70,7 @@ from benchmarks.fanout.runner import (
     start_naive_publisher,
     submit_simulate_jobs,
 )
+from benchmarks.redis_deployment import KINDS, Kind
 
 SCENARIOS = ("ceiling", "fanout", "fanout-light", "fanout-capacity", "hot", "slow", "idle", "embedded")
 # The embedded scenario's systems: the reference service first (the others are compared with it), then a
@@ -80,6 +82,11 @@ def say(text: str) -> None:
     print(text, flush=True)  # noqa: T201
 
 
+def labelled(system: str, redis_kind: Kind) -> str:
+    """A jobpulse system's name in the tables: as it is on one node, `jobpulse, cluster` on a cluster."""
+    return system if redis_kind == "node" else f"{system}, cluster"
+
+
 def run_streams(
     args: argparse.Namespace,
     scenario: str,
@@ -88,11 +95,12 @@ def run_streams(
     watchers: int,
     steps: int,
     interval_ms: int,
+    redis_kind: Kind = "node",
 ) -> Run:
     offered = jobs * watchers * 1000 / interval_ms if interval_ms else None
     common = {
         "scenario": scenario,
-        "system": system,
+        "system": labelled(system, redis_kind) if system in JOBPULSE_APPS else system,
         "jobs": jobs,
         "watchers": watchers,
         "mode": "sse",
@@ -110,7 +118,9 @@ def run_streams(
             paths = [f"/paced/{job}?{query}" for job in range(jobs) for _ in range(watchers)]
             return drive(stack, Drive(paths=paths, **common))
     if system in JOBPULSE_APPS:
-        with jobpulse_stack(max_jobs=jobs + 10, with_worker=True, system=system) as stack:
+        with jobpulse_stack(
+            max_jobs=jobs + 10, with_worker=True, system=system, redis_kind=redis_kind
+        ) as stack:
             params = {"steps": steps, "interval_ms": interval_ms, "start_delay_ms": args.start_delay_ms}
             urls = submit_simulate_jobs(stack, jobs, params)
             paths = [url for url in urls for _ in range(watchers)]
@@ -125,14 +135,15 @@ def run_streams(
         return drive(stack, Drive(paths=paths, on_ready=publish, **common))
 
 
-def run_slow(args: argparse.Namespace, stalled: int) -> Run:
+def run_slow(args: argparse.Namespace, stalled: int, redis_kind: Kind = "node") -> Run:
     readers, steps, interval_ms = args.slow_readers, args.slow_steps, args.slow_interval_ms
-    with jobpulse_stack(max_jobs=10, with_worker=True) as stack:
+    with jobpulse_stack(max_jobs=10, with_worker=True, redis_kind=redis_kind) as stack:
         params = {"steps": steps, "interval_ms": interval_ms, "start_delay_ms": args.start_delay_ms}
         (path,) = submit_simulate_jobs(stack, 1, params)
         plan = Drive(
             scenario="slow",
-            system=f"jobpulse, {stalled} stalled" if stalled else "jobpulse, none stalled",
+            system=labelled("jobpulse", redis_kind)
+            + (f", {stalled} stalled" if stalled else ", none stalled"),
             jobs=1,
             watchers=readers,
             paths=[path] * readers,
@@ -149,11 +160,11 @@ def run_slow(args: argparse.Namespace, stalled: int) -> Run:
         return drive(stack, plan)
 
 
-def run_idle(args: argparse.Namespace, system: str) -> Run:
+def run_idle(args: argparse.Namespace, system: str, redis_kind: Kind = "node") -> Run:
     jobs, watchers = args.idle_jobs, args.idle_watchers
     common = {
         "scenario": "idle",
-        "system": system,
+        "system": labelled(system, redis_kind) if system in JOBPULSE_APPS else system,
         "jobs": jobs,
         "watchers": watchers,
         "mode": "sse",
@@ -168,7 +179,7 @@ def run_idle(args: argparse.Namespace, system: str) -> Run:
     }
     if system in JOBPULSE_APPS:
         # No worker: the jobs stay queued, their streams open and idle.
-        with jobpulse_stack(max_jobs=10, with_worker=False, system=system) as stack:
+        with jobpulse_stack(max_jobs=10, with_worker=False, system=system, redis_kind=redis_kind) as stack:
             urls = submit_simulate_jobs(stack, jobs, {"steps": 1, "interval_ms": 0})
             paths = [urls[i % jobs] for i in range(watchers)]
             return drive(stack, Drive(paths=paths, **common))
@@ -303,6 +314,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes, jobpulse only (unless --scenario), exit 1 on loss"
     )
+    parser.add_argument(
+        "--redis",
+        choices=["node", "cluster", "both"],
+        default="node",
+        help="jobpulse's Redis: one node; a 3-shard Redis Cluster (3 primaries + 3 replicas) with the queue "
+        "on a node of its own; or both, the same load on each, back to back (not for embedded)",
+    )
     parser.add_argument("--jobs", type=int, default=50)
     parser.add_argument("--watchers", type=int, default=20, help="per job")
     parser.add_argument("--steps", type=int, default=100)
@@ -339,6 +357,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.web_cpus = None
+    args.redis_kinds = list(KINDS) if args.redis == "both" else [args.redis]
     chosen = args.scenario or ["all"]
     args.scenarios = list(SCENARIOS) if "all" in chosen else chosen
     args.system_list = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -354,21 +373,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _runs(args: argparse.Namespace, scenario: str, system: str) -> list[Run]:
-    """The runs of `system` in `scenario`: none, one, or (slow) one without and one with stalled clients."""
+    """The runs of `system` in `scenario`: none, one, or (slow) one without and one with stalled clients;
+    for a jobpulse system, that on each Redis of `--redis`, back to back."""
+    if system not in JOBPULSE_APPS:
+        return _runs_on(args, scenario, system, "node")
+    return [run for kind in args.redis_kinds for run in _runs_on(args, scenario, system, kind)]
+
+
+def _runs_on(args: argparse.Namespace, scenario: str, system: str, redis_kind: Kind) -> list[Run]:
     if scenario in ("idle", "slow") and system == "floor":
         return []  # the floor is for paced updates; it neither idles nor handles slow clients
     if scenario == "slow":
-        return [run_slow(args, 0), run_slow(args, args.slow_stalled)] if system == "jobpulse" else []
+        if system != "jobpulse":
+            return []
+        return [run_slow(args, 0, redis_kind), run_slow(args, args.slow_stalled, redis_kind)]
     if scenario == "idle":
-        return [run_idle(args, system)]
+        return [run_idle(args, system, redis_kind)]
     if scenario == "hot":
         hot = (args.hot_watchers, args.hot_steps, args.hot_interval_ms)
-        return [run_streams(args, scenario, system, 1, *hot)]
+        return [run_streams(args, scenario, system, 1, *hot, redis_kind=redis_kind)]
     steps, interval = {
         "fanout-light": (args.steps, args.light_interval_ms),
         "fanout-capacity": (args.capacity_steps, args.capacity_interval_ms),
     }.get(scenario, (args.steps, args.interval_ms))
-    return [run_streams(args, scenario, system, args.jobs, args.watchers, steps, interval)]
+    load = (args.jobs, args.watchers, steps, interval)
+    return [run_streams(args, scenario, system, *load, redis_kind=redis_kind)]
+
+
+def _is_jobpulse(f: Figures) -> bool:
+    """A run of one of jobpulse's apps, on either Redis ("jobpulse", "embedded, cluster", ...)."""
+    name = f.run.system.partition(",")[0]
+    return name in JOBPULSE_APPS
 
 
 def _measured(run: Run) -> Figures:
@@ -423,6 +458,12 @@ def run_scenario(args: argparse.Namespace, scenario: str, ceiling: list[Figures]
         )
     for line in targets(scenario, results, ceiling):
         say(line)
+    if len(args.redis_kinds) > 1:
+        for system in (s for s in args.system_list if s in JOBPULSE_APPS):
+            pair = [f for f in results if f.run.system.partition(",")[0] == system and not f.run.gen.stalled]
+            if len(pair) > 1:
+                title = f"{scenario}: {system} on one Redis node and on a Redis Cluster"
+                say(table(title, redis_rows(pair), pair))
     return results
 
 
@@ -453,9 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             failures += [problem for f in run_embedded(args) for problem in correctness_failures(f)]
         else:
             results = run_scenario(args, scenario, ceiling)
-            for ours in (
-                f for f in results if f.run.system in JOBPULSE_APPS or f.run.system.startswith("jobpulse")
-            ):
+            for ours in filter(_is_jobpulse, results):
                 failures += correctness_failures(ours)
         say(f"({time.monotonic() - started:.0f} s)\n")
     if failures:

@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from redis import Redis
-
 from jobpulse.stack.processes import stop_process
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -121,10 +119,3 @@ def wait_for_http(port: int, child: Child, timeout_s: float = 30) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{child.name} did not answer on port {port} within {timeout_s} s")
-
-
-def redis_clients(url: str) -> int:
-    """`connected_clients` from INFO, minus the connection asking."""
-    with Redis.from_url(url) as redis:
-        info = redis.info("clients")
-        return int(info["connected_clients"]) - 1

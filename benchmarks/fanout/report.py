@@ -119,6 +119,39 @@ REDIS_CLIENTS_ROW: Row = (
     ),
 )
 
+
+def per_node(counts: dict[str, int]) -> str:
+    """Connections per node: `9` on one node; on a cluster `4/4/4 +1 queue = 13` (shards 1-3, queue)."""
+    if not counts:
+        return "-"
+    shards = [n for role, n in counts.items() if role.startswith("shard")]
+    if not shards:
+        return _n(sum(counts.values()))
+    return f"{'/'.join(map(str, shards))} +{counts.get('queue', 0)} queue = {sum(counts.values())}"
+
+
+def redis_cpu_split(f: "Figures") -> str:
+    """Redis CPU seconds of the window: in all, and on a cluster by shard primary, queue and replicas."""
+    by_node = f.run.redis_cpu_by_node
+    if len(by_node) <= 1:
+        return _n(f.run.redis_cpu_s, ".2f")
+    shards = "/".join(f"{s:.2f}" for role, s in by_node.items() if role.startswith("shard"))
+    replicas = sum(s for role, s in by_node.items() if role.startswith("replica"))
+    queue = by_node.get("queue", 0.0)
+    return f"{_n(f.run.redis_cpu_s, '.2f')}: {shards} +{queue:.2f} queue +{replicas:.2f} replicas"
+
+
+REDIS_ROWS: list[Row] = [
+    (
+        "redis",
+        lambda f: {"node": "one node", "cluster": "3 shards + queue node"}.get(f.run.redis_kind or "", "-"),
+    ),
+    ("jobs per shard", lambda f: "/".join(map(str, f.run.jobs_per_shard.values())) or "-"),
+    ("web conns per node, all streams open", lambda f: per_node(f.run.web_conns_ready)),
+    ("web conns per node, peak", lambda f: per_node(f.run.web_conns_peak)),
+    ("worker conns per node", lambda f: per_node(f.run.worker_conns_ready)),
+]
+
 STREAM_ROWS: list[Row] = [
     ("streams (jobs x watchers)", lambda f: f"{f.run.jobs} x {f.run.watchers} = {f.run.streams}"),
     ("offered deliveries/s (nominal)", lambda f: _n(f.run.offered_per_s)),
@@ -159,6 +192,7 @@ STREAM_ROWS: list[Row] = [
     ("web RSS ready / peak", lambda f: f"{_mib(f.run.web_rss_ready_kib)} / {_mib(f.run.web_rss_peak_kib)}"),
     RSS_PER_WATCHER_ROW,
     REDIS_CLIENTS_ROW,
+    *REDIS_ROWS,
 ]
 
 
@@ -188,6 +222,7 @@ IDLE_ROWS: list[Row] = [
     ),
     RSS_PER_WATCHER_ROW,
     REDIS_CLIENTS_ROW,
+    *REDIS_ROWS,
     WEB_CPU_ROW,
     GENERATOR_ROW,
 ]
@@ -205,6 +240,32 @@ CEILING_ROWS: list[Row] = [
 def cpu_us_per_delivery(f: Figures) -> float:
     """Web CPU per event delivered, in µs: the efficiency figure that does not depend on offered load."""
     return f.run.web_cpu_s / f.deliveries * 1e6 if f.deliveries else math.nan
+
+
+def redis_rows(runs: list[Figures]) -> list[Row]:
+    """The side-by-side summary of one load on one Redis node and on a cluster (`--redis both`): one
+    column per run, the first (one node) the one the others are compared with."""
+    ref = runs[0]
+
+    def vs(value: float, reference: float) -> str:
+        return _n(value / reference, ".2f") + "x" if reference else "-"
+
+    return [
+        REDIS_ROWS[0],
+        ("offered deliveries/s (nominal)", lambda f: _n(f.run.offered_per_s)),
+        ("deliveries/s", lambda f: _n(f.deliveries_per_s)),
+        ("  vs one node", lambda f: vs(f.deliveries_per_s, ref.deliveries_per_s)),
+        ("web CPU µs per delivery", lambda f: _n(cpu_us_per_delivery(f), ".1f")),
+        ("  vs one node", lambda f: vs(cpu_us_per_delivery(f), cpu_us_per_delivery(ref))),
+        ("latency p50 / p99 ms", lambda f: f"{_n(f.p50_ms, '.1f')} / {_n(f.p99_ms, '.1f')}"),
+        ("worker CPU s", lambda f: _n(f.run.worker_cpu_s, ".2f")),
+        ("redis CPU s: shards +queue +replicas", redis_cpu_split),
+        *REDIS_ROWS[1:],
+        (
+            "lost / duplicated / out of order",
+            lambda f: f"{f.run.gen.lost} / {f.run.gen.duplicated} / {f.run.gen.out_of_order}",
+        ),
+    ]
 
 
 def embedded_rows(streams: list[Figures], idle: list[Figures]) -> list[Row]:

@@ -19,15 +19,18 @@ import httpx
 from benchmarks.fanout.loadgen import GenResult, GenSpec, generator_main
 from benchmarks.fanout.procs import (
     Child,
-    cpu_seconds,
     memory_kib,
     pin,
     python_module,
-    redis_clients,
     uvicorn_args,
     wait_for_http,
 )
-from jobpulse.stack.redis_server import RedisServer, free_port
+from benchmarks.redis_deployment import Kind, RedisDeployment, redis_deployment
+from jobpulse.stack.redis_server import free_port
+
+# How the web process and the worker name their Redis connections (`CLIENT SETNAME`), counted per node.
+WEB_CLIENT = "jobpulse-web"
+WORKER_CLIENT = "jobpulse-worker"
 
 # The web apps that serve jobpulse: the reference service, and a user's own app that includes the router
 # at `/api` (`embedded_app.py`), with its middleware not marked and marked head-only. Same worker for all.
@@ -43,8 +46,7 @@ class Stack:
     port: int
     web: Child
     prefix: str = ""  # where the job routes are: `{prefix}/jobs`
-    redis_url: str = ""
-    redis_pid: int | None = None
+    redis: RedisDeployment | None = None
     worker: Child | None = None  # arq worker, or the naive publisher once started
     children: list[Child] = field(default_factory=list)
     log_dir: Path | None = None
@@ -52,6 +54,11 @@ class Stack:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def redis_url(self) -> str:
+        assert self.redis is not None
+        return self.redis.store_url
 
 
 @dataclass
@@ -78,6 +85,15 @@ class Run:
     redis_clients_peak: int | None
     connected_before_first_update: bool | None
     log_problems: list[str]
+    # Which Redis (`benchmarks.redis_deployment`): "node", "cluster", or None (no Redis: floor, ceiling).
+    redis_kind: str | None = None
+    redis_cpu_by_node: dict[str, float] = field(default_factory=dict)  # over the window, every server
+    # The web process's and the worker's connections on each primary (shards, queue) with all streams
+    # open, and the web's peak per node over the run's samples.
+    web_conns_ready: dict[str, int] = field(default_factory=dict)
+    web_conns_peak: dict[str, int] = field(default_factory=dict)
+    worker_conns_ready: dict[str, int] = field(default_factory=dict)
+    jobs_per_shard: dict[str, int] = field(default_factory=dict)
 
 
 def merge(results: list[GenResult]) -> GenResult:
@@ -208,13 +224,16 @@ def _serving(stack: Stack) -> Iterator[None]:
 
 
 @contextmanager
-def jobpulse_stack(*, max_jobs: int, with_worker: bool, system: str = "jobpulse") -> Iterator[Stack]:
-    """A private Redis, the web app of `system` (a key of `JOBPULSE_APPS`) and, `with_worker`, a worker."""
+def jobpulse_stack(
+    *, max_jobs: int, with_worker: bool, system: str = "jobpulse", redis_kind: Kind = "node"
+) -> Iterator[Stack]:
+    """A private Redis (one node, or a cluster and a queue node: `redis_kind`), the web app of `system` (a
+    key of `JOBPULSE_APPS`) and, `with_worker`, a worker."""
     app, prefix = JOBPULSE_APPS[system]
-    with _log_dir() as logs, RedisServer() as redis:
+    with _log_dir() as logs, redis_deployment(redis_kind) as redis:
         env = {
             **os.environ,
-            "REDIS_URL": redis.url,
+            **redis.env(),
             "JOBPULSE_SUBMISSIONS_PER_MINUTE": "0",
             "JOBPULSE_MAX_STREAMS_PER_CLIENT": "0",
             "JOBPULSE_PROGRESS_INTERVAL_MS": "0",
@@ -224,8 +243,7 @@ def jobpulse_stack(*, max_jobs: int, with_worker: bool, system: str = "jobpulse"
         }
         port = free_port()
         web = Child("web", uvicorn_args(app, port), env, logs)
-        stack = Stack(port=port, web=web, prefix=prefix, redis_url=redis.url, children=[web])
-        stack.redis_pid = redis.process.pid if redis.process else None
+        stack = Stack(port=port, web=web, prefix=prefix, redis=redis, children=[web])
         with _serving(stack):
             if with_worker:
                 stack.worker = Child("worker", python_module("arq", "worker.WorkerSettings"), env, logs)
@@ -236,12 +254,11 @@ def jobpulse_stack(*, max_jobs: int, with_worker: bool, system: str = "jobpulse"
 
 @contextmanager
 def naive_stack() -> Iterator[Stack]:
-    with _log_dir() as logs, RedisServer() as redis:
-        env = {**os.environ, "REDIS_URL": redis.url}
+    with _log_dir() as logs, redis_deployment("node") as redis:
+        env = {**os.environ, **redis.env()}
         port = free_port()
         web = Child("web", uvicorn_args("benchmarks.fanout.naive_app:app", port), env, logs)
-        stack = Stack(port=port, web=web, redis_url=redis.url, children=[web])
-        stack.redis_pid = redis.process.pid if redis.process else None
+        stack = Stack(port=port, web=web, redis=redis, children=[web])
         stack.log_dir = logs
         with _serving(stack):
             wait_for_http(port, web)
@@ -305,37 +322,55 @@ class Drive:
 
 
 class Sampler:
-    """Samples Redis's client count and the web's RSS every 0.1 s while a run goes on; keeps the peaks."""
+    """Samples Redis's client count, in all and the web's per node, every 0.1 s while a run goes on;
+    keeps the peaks."""
 
     def __init__(self, stack: Stack) -> None:
         self._stack = stack
         self.redis_clients_peak: int | None = None
+        self.web_conns_peak: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.1):
-            if self._stack.redis_url:
-                try:
-                    clients = redis_clients(self._stack.redis_url)
-                except Exception:  # Redis busy or going away: skip this sample
-                    continue
-                self.redis_clients_peak = max(self.redis_clients_peak or 0, clients)
+        redis = self._stack.redis
+        while redis is not None and not self._stop.wait(0.1):
+            try:
+                by_node = {node.role: node.clients_by_name() for node in redis.primaries}
+            except Exception:  # Redis busy or going away: skip this sample
+                continue
+            clients = sum(sum(names.values()) for names in by_node.values())
+            self.redis_clients_peak = max(self.redis_clients_peak or 0, clients)
+            for role, names in by_node.items():
+                self.web_conns_peak[role] = max(self.web_conns_peak.get(role, 0), names[WEB_CLIENT])
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
 
 
+def _job_id(path: str) -> str | None:
+    """The job of a stream's path, `{prefix}/jobs/<id>/events`."""
+    _, found, tail = path.partition("/jobs/")
+    return tail.split("/", 1)[0] if found else None
+
+
 def drive(stack: Stack, plan: Drive) -> Run:
     def cpu(child: Child | None) -> float:
         return child.cpu() if child is not None else float("nan")
 
-    redis_pid = stack.redis_pid
+    redis = stack.redis
+
+    def redis_cpu() -> dict[str, float]:
+        return redis.cpu_seconds() if redis is not None else {}
+
+    def clients() -> int | None:
+        return redis.connected_clients() if redis is not None else None
+
     if plan.web_cpus is not None:
         pin(stack.web.pid, plan.web_cpus)
-    clients_base = redis_clients(stack.redis_url) if stack.redis_url else None
+    clients_base = clients()
     rss_base = memory_kib(stack.web.pid)
     # Ceiling clients get their events the moment they connect: count the web's CPU from the start.
     web_cpu_start = cpu(stack.web)
@@ -354,9 +389,11 @@ def drive(stack: Stack, plan: Drive) -> Run:
         generators.wait_ready(plan.timeout_s)
         ready_at = time.time()
         web_cpu0 = web_cpu_start if plan.mode == "count" else cpu(stack.web)
-        redis_cpu0 = cpu_seconds(redis_pid) if redis_pid else float("nan")
+        redis_cpu0 = redis_cpu()
         rss_ready = memory_kib(stack.web.pid)
-        clients_ready = redis_clients(stack.redis_url) if stack.redis_url else None
+        clients_ready = clients()
+        web_conns = redis.clients_named(WEB_CLIENT) if redis is not None else {}
+        worker_conns = redis.clients_named(WORKER_CLIENT) if redis is not None else {}
         plan.on_ready()
         worker_cpu0 = cpu(stack.worker)
         if plan.until == "close":
@@ -366,11 +403,12 @@ def drive(stack: Stack, plan: Drive) -> Run:
         window = time.time() - ready_at
         web_cpu = cpu(stack.web) - web_cpu0
         worker_cpu = cpu(stack.worker) - worker_cpu0 if stack.worker else None
-        redis_cpu = cpu_seconds(redis_pid) - redis_cpu0 if redis_pid else None
+        redis_cpu_by_node = {role: s - redis_cpu0[role] for role, s in redis_cpu().items()}
     finally:
         generators.stop()
         sampler.stop()
-    clients_end = redis_clients(stack.redis_url) if stack.redis_url else None
+    clients_end = clients()
+    job_ids = sorted({job for job in map(_job_id, plan.paths) if job is not None})
     problems = [line for child in stack.children for line in child.log_problems()]
     first_update = gen.min_ts if gen.min_ts != float("inf") else None
     return Run(
@@ -386,7 +424,7 @@ def drive(stack: Stack, plan: Drive) -> Run:
         window_s=window,
         web_cpu_s=web_cpu,
         worker_cpu_s=worker_cpu,
-        redis_cpu_s=redis_cpu,
+        redis_cpu_s=sum(redis_cpu_by_node.values()) if redis is not None else None,
         web_rss_base_kib=rss_base,
         web_rss_ready_kib=rss_ready,
         web_rss_peak_kib=memory_kib(stack.web.pid, "VmHWM"),
@@ -396,4 +434,10 @@ def drive(stack: Stack, plan: Drive) -> Run:
         redis_clients_peak=sampler.redis_clients_peak,
         connected_before_first_update=None if first_update is None else gen.connected_at < first_update,
         log_problems=problems,
+        redis_kind=redis.kind if redis is not None else None,
+        redis_cpu_by_node=redis_cpu_by_node,
+        web_conns_ready=web_conns,
+        web_conns_peak=sampler.web_conns_peak,
+        worker_conns_ready=worker_conns,
+        jobs_per_shard=redis.jobs_per_shard(job_ids) if redis is not None and job_ids else {},
     )

@@ -50,3 +50,21 @@ def test_the_write_floor_benchmark_delivers_every_byte_it_sends() -> None:
     sent = 20 * 5 * len(EVENT)
     assert f"bytes received/sent: {sent:,}/{sent:,}; short sends: 0" in result.stdout, result.stdout
     assert "sender CPU per send:" in result.stdout, result.stdout
+
+
+def test_the_fanout_benchmark_runs_the_same_load_on_one_redis_and_on_a_cluster_and_loses_nothing() -> None:
+    """`--redis both`: the fan-out load on one Redis node, then on a 3-shard Redis Cluster with the
+    queue on a node of its own (benchmarks/redis_deployment.py), side by side. About 15 s: a cluster
+    starts and stops."""
+    result = _run("benchmarks.fanout", "--smoke", "--scenario", "fanout", "--redis", "both")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every stream got every event once, in order" in result.stdout, result.stdout
+    summary = result.stdout.partition("== fanout: jobpulse on one Redis node and on a Redis Cluster")[2]
+    header, *rows = summary.splitlines()[1:]
+    assert header.split() == ["jobpulse", "jobpulse,", "cluster"], summary
+    labels = ["deliveries/s", "web CPU µs per delivery", "latency p50 / p99 ms", "web conns per node, peak"]
+    assert all(any(row.startswith(label) for row in rows) for label in labels), summary
+    redis = next(row for row in rows if row.startswith("redis "))
+    assert "one node" in redis and "3 shards + queue node" in redis, summary
+    conns = next(row for row in rows if row.startswith("web conns per node, all streams open"))
+    assert "+" in conns and "queue =" in conns, summary  # counted on each shard and on the queue node
