@@ -166,9 +166,10 @@ class RedisDeployment:
         return len(states) == int(info.get("connected_slaves", 0)) and all(s == "online" for s in states)
 
 
-def _started_cluster(tries: int = 3) -> RedisCluster:
-    """A started `RedisCluster`, tried again if a node's port or its cluster bus port (the port + 10000,
-    which can fall in the kernel's range for client ports) was taken meanwhile."""
+def _started_cluster(tries: int = 10) -> RedisCluster:
+    """A started `RedisCluster`, tried again if a node's port or its cluster bus port was taken: the bus
+    port is the node's + 10000, which `free_port` does not check and which falls in the kernel's range
+    for client ports, where a busy machine (a benchmark's thousand streams just closed) has many."""
     for attempt in range(1, tries + 1):
         cluster = RedisCluster()
         try:
