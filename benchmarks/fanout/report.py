@@ -258,6 +258,7 @@ def redis_rows(runs: list[Figures]) -> list[Row]:
         ("web CPU µs per delivery", lambda f: _n(cpu_us_per_delivery(f), ".1f")),
         ("  vs one node", lambda f: vs(cpu_us_per_delivery(f), cpu_us_per_delivery(ref))),
         ("latency p50 / p99 ms", lambda f: f"{_n(f.p50_ms, '.1f')} / {_n(f.p99_ms, '.1f')}"),
+        next(row for row in STREAM_ROWS if row[0] == "all connected before 1st update"),
         ("worker CPU s", lambda f: _n(f.run.worker_cpu_s, ".2f")),
         ("redis CPU s: shards +queue +replicas", redis_cpu_split),
         *REDIS_ROWS[1:],
