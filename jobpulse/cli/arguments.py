@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="interface to serve on (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="port to serve on (default $PORT, else 8000)")
     up.add_argument("--data", type=Path, help="where a private Redis keeps its data (default var/redis)")
+    up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="try the cluster shape: a private Redis Cluster for the job store, a Redis for the queue",
+    )
     web = commands.add_parser(
         "web",
         help="serve the web app for your tasks (uvicorn), till Ctrl-C",

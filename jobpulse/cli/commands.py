@@ -148,6 +148,8 @@ def up(args: argparse.Namespace) -> int:
     for option in ("host", "port", "data"):
         if (value := getattr(args, option)) is not None:
             command += [f"--{option}", str(value)]
+    if args.cluster:
+        command.append("--cluster")
     return _become(command)
 
 

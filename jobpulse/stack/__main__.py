@@ -1,5 +1,8 @@
 """`python -m jobpulse.stack`: Redis (private unless REDIS_URL is set), an arq worker and a web app.
 
+`--cluster` tries the cluster shape instead: a private, throw-away Redis Cluster (3 primaries, 3
+replicas) for the job store and a private Redis for the queue, as `docs/SCALING.md` describes.
+
 `jobpulse up` and `scripts/up` run it: `--worker` names the arq worker settings and `--app` the ASGI app
 (the reference service's by default; `jobpulse up --tasks` passes jobpulse's own entry points).
 
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobpulse.stack.processes import stop_processes
+from jobpulse.stack.redis_cluster import RedisCluster
 from jobpulse.stack.redis_server import RedisServer, env_with_redis
 
 # A child that exits this soon after starting, this many times in a row, is not restarted again.
@@ -50,6 +54,49 @@ class Child:
         return None if self.popen is None else self.popen.poll()
 
 
+@dataclass
+class _Redis:
+    """What the children are pointed at, and what of it this process started (to stop last)."""
+
+    env: dict[str, str]
+    server: RedisServer | None = None
+    cluster: RedisCluster | None = None
+    throw_away: bool = False
+
+    def stop(self) -> None:
+        if self.server is not None:
+            if self.throw_away:
+                self.server.cleanup()  # nothing of it is kept
+            else:
+                self.server.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+def _start_redis(args: argparse.Namespace) -> _Redis:
+    if args.cluster:
+        cluster = RedisCluster()
+        try:
+            cluster.start()
+        except BaseException:
+            cluster.stop()
+            raise
+        queue = RedisServer().start()
+        say(f"started a private Redis Cluster ({cluster.url} and 5 more nodes), a queue Redis at {queue.url}")
+        env = {
+            **env_with_redis(cluster.url),
+            "JOBPULSE_REDIS_CLUSTER": "1",
+            "JOBPULSE_QUEUE_REDIS_URL": queue.url,
+        }
+        return _Redis(env, queue, cluster, throw_away=True)
+    if url := os.environ.get("REDIS_URL"):
+        return _Redis(env_with_redis(url))
+    args.data.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(appendonly=True, directory=args.data.resolve()).start()
+    say(f"started a private Redis at {server.url} (data in {args.data})")
+    return _Redis(env_with_redis(server.url), server)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m jobpulse.stack", description=__doc__.splitlines()[0])
     parser.add_argument("--worker", default="worker.WorkerSettings", help="arq worker settings to run")
@@ -62,16 +109,15 @@ def main() -> int:
         default=Path("var/redis"),
         help="where a private Redis keeps its append-only file",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a private Redis Cluster for the job store and a Redis for the queue (kept in memory only)",
+    )
     args = parser.parse_args()
 
-    redis: RedisServer | None = None
-    url = os.environ.get("REDIS_URL")
-    if not url:
-        args.data.mkdir(parents=True, exist_ok=True)
-        redis = RedisServer(appendonly=True, directory=args.data.resolve()).start()
-        url = redis.url
-        say(f"started a private Redis at {url} (data in {args.data})")
-    env = env_with_redis(url)
+    redis = _start_redis(args)
+    env = redis.env
     python = sys.executable
     web_args = ["--host", args.host, "--port", str(args.port), "--timeout-graceful-shutdown", "5"]
     children = [
@@ -111,8 +157,7 @@ def main() -> int:
         # well under Docker's 10 s, whether or not Redis is there (issue 18): a child still running after
         # _STOP_WAIT_S is killed. Redis last, after everything that writes to it.
         stop_processes([c.popen for c in reversed(children) if c.popen is not None], _STOP_WAIT_S)
-        if redis is not None:
-            redis.stop()
+        redis.stop()
     say("stopped")
     return exit_code
 

@@ -19,7 +19,7 @@ from types import TracebackType
 
 from redis import Redis
 
-from jobpulse.stack.redis_server import RedisServer
+from jobpulse.stack.redis_server import RedisServer, free_port
 
 SLOTS = 16384
 
@@ -35,6 +35,7 @@ def command(port: int, *args: str | int, timeout_s: float = 5.0) -> str:
 class ClusterNode:
     server: RedisServer
     node_id: str = ""
+    bus_port: int = 0
 
     @property
     def port(self) -> int:
@@ -73,6 +74,9 @@ class RedisCluster:
                 directory=directory,
                 extra_args=(
                     "--cluster-enabled", "yes",
+                    # Its own free port for the cluster bus: the default, the port + 10000, may be taken
+                    # (above the ephemeral range's start, by any outgoing connection).
+                    "--cluster-port", str(bus_port := free_port()),
                     "--cluster-config-file", str(directory / "nodes.conf"),
                     "--cluster-node-timeout", str(self.node_timeout_ms),
                     # A replica that lost touch with its primary for a while may still take over: the tests
@@ -83,14 +87,15 @@ class RedisCluster:
                 ),
             )  # fmt: skip
             server.start()
-            self.nodes.append(ClusterNode(server, command(server.port, "CLUSTER", "MYID")))
+            self.nodes.append(ClusterNode(server, command(server.port, "CLUSTER", "MYID"), bus_port))
         primaries = self.nodes[: self.primary_count]
         for n, node in enumerate(primaries):
             first = n * SLOTS // self.primary_count
             last = (n + 1) * SLOTS // self.primary_count - 1
             command(node.port, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        introducer = self.nodes[0]
         for node in self.nodes[1:]:
-            command(node.port, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            command(node.port, "CLUSTER", "MEET", "127.0.0.1", introducer.port, introducer.bus_port)
         self._wait(
             lambda: all(self._known_nodes(node.port) == len(self.nodes) for node in self.nodes), timeout_s
         )

@@ -1,7 +1,9 @@
 """`jobpulse web`, `jobpulse worker` and `jobpulse up` with `--tasks` / `JOBPULSE_TASKS`: a user's registry
 served with no Python app written, from the user's own folder (not a jobpulse checkout), as real processes."""
 
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -118,6 +120,33 @@ def test_up_with_tasks_runs_redis_worker_and_web_till_ctrl_c(project: Path, sett
         code = up.wait(30)
     assert code == 0, up.output()
     assert "started a private Redis" in up.output()
+
+
+def test_up_cluster_runs_the_store_on_a_private_redis_cluster_and_stops_it(
+    project: Path, settings: Settings
+) -> None:
+    """`jobpulse up --cluster`: the cluster shape to try (docs/SCALING.md), nothing of it left after."""
+    port = free_port()
+    env = {k: v for k, v in env_for(settings).items() if k != "REDIS_URL"}
+    up = Process(
+        [*JOBPULSE, "up", "--cluster", "--tasks", "tasks:tasks", "--port", str(port)],
+        env,
+        project / "up.log",
+        cwd=project,
+    )
+    up.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(url, up, timeout=60)
+        greet_and_watch(url)
+    finally:
+        up.signal(signal.SIGINT)
+        code = up.wait(30)
+    assert code == 0, up.output()
+    found = re.search(r"started a private Redis Cluster \(redis://127\.0\.0\.1:(\d+)/0", up.output())
+    assert found, up.output()
+    with pytest.raises(OSError):  # stopped with the rest
+        socket.create_connection(("127.0.0.1", int(found.group(1))), timeout=1).close()
 
 
 @pytest.mark.parametrize("command", ["web", "worker", "up"])
