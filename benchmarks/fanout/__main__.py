@@ -458,7 +458,7 @@ def run_scenario(args: argparse.Namespace, scenario: str, ceiling: list[Figures]
         )
     for line in targets(scenario, results, ceiling):
         say(line)
-    if len(args.redis_kinds) > 1:
+    if len(args.redis_kinds) > 1 and scenario != "idle":  # idle's own table has its connections
         for system in (s for s in args.system_list if s in JOBPULSE_APPS):
             pair = [f for f in results if f.run.system.partition(",")[0] == system and not f.run.gen.stalled]
             if len(pair) > 1:
