@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.redis_capacity --redis both --driver both
 
-Starts a private Redis (`--redis`: one node; a 3-shard Redis Cluster, 3 primaries + 3 replicas, with the
-queue on a node of its own; or both in turn, `benchmarks.redis_deployment`), then drives it with
+Starts a private Redis (`--redis`: one node; one node with a replica; a 3-shard Redis Cluster, 3
+primaries + 3 replicas, with the queue on a node of its own; several in turn, `benchmarks.
+redis_deployment`), then drives it with
 publisher processes, more at each step (`--procs`, e.g. 1,2,3), each with `--jobs` jobs of its own
 (random ids: spread over the shards), created and moved to `running` through the store the worker
 builds (`benchmarks.progress_calls.worker_store`: the worker's Redis clients). Each job then publishes
@@ -326,7 +327,7 @@ HEADER = (
 
 
 def rows(step: Step, deployment: RedisDeployment) -> list[str]:
-    label = {"node": "one node", "cluster": "cluster"}[step.kind]
+    label = {"node": "one node", "replicated": "node+rep", "cluster": "cluster"}[step.kind]
     first = (
         f"{label:>8} {step.driver:>6} {step.procs:>5} {step.jobs:>5} {step.updates_per_s:>10,.0f} "
         f"{1e6 * step.publisher_cpu_s / step.updates:>10.1f}  "
@@ -353,7 +354,7 @@ def rows(step: Step, deployment: RedisDeployment) -> list[str]:
 def main(args: argparse.Namespace) -> None:
     say(HEADER)
     drivers = DRIVERS if args.driver == "both" else [args.driver]
-    for kind in KINDS if args.redis == "both" else [args.redis]:
+    for kind in KINDS if args.redis == "both" else args.redis.split(","):
         with redis_deployment(kind) as deployment:
             for driver in drivers:
                 for procs in args.procs:
@@ -374,7 +375,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--redis", choices=[*KINDS, "both"], default="both", help="which Redis, or both")
+    parser.add_argument(
+        "--redis",
+        default="both",
+        help="node, replicated (a node and its replica), cluster, comma-separated, or both (node,cluster)",
+    )
     parser.add_argument("--driver", choices=[*DRIVERS, "both"], default="both", help="see above")
     parser.add_argument(
         "--procs",

@@ -3,7 +3,9 @@
     with redis_deployment("cluster") as deployment:
         env = {**os.environ, **deployment.env()}
 
-*node*: one private `redis-server` holds the queue and the job store, jobpulse's default. *cluster*: a
+*node*: one private `redis-server` holds the queue and the job store, jobpulse's default; *replicated*:
+the same with a replica (`--replicaof`), as a node run for failover would be (what the replica's feed
+costs the node). *cluster*: a
 private 3-shard Redis Cluster (`jobpulse.stack.redis_cluster.RedisCluster`: 3 primaries, a replica each)
 holds the job store (`REDIS_URL` names one of its nodes, `JOBPULSE_REDIS_CLUSTER=1`), and one more
 `redis-server` the queue (`JOBPULSE_QUEUE_REDIS_URL`), as issue 19 deploys it. Either way the benchmark
@@ -30,8 +32,8 @@ from jobpulse.settings import Settings
 from jobpulse.stack.redis_cluster import RedisCluster
 from jobpulse.stack.redis_server import RedisServer
 
-Kind = Literal["node", "cluster"]
-KINDS: tuple[Kind, ...] = ("node", "cluster")
+Kind = Literal["node", "replicated", "cluster"]
+KINDS: tuple[Kind, ...] = ("node", "cluster")  # what `--redis both` runs
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # `CLIENT LIST` flags of connections that are not clients: a replica's link (S), a monitor (O), the
 # link to our own primary (M).
@@ -108,7 +110,7 @@ class RedisDeployment:
 
     def env(self) -> dict[str, str]:
         """The environment a web process or worker needs for this deployment."""
-        if self.kind == "node":
+        if self.kind != "cluster":
             return {"REDIS_URL": self.store_url}
         return {
             "REDIS_URL": self.store_url,
@@ -118,7 +120,7 @@ class RedisDeployment:
 
     def settings_values(self) -> dict[str, Any]:
         """What `Settings` needs for this deployment (for a process that builds its own)."""
-        if self.kind == "node":
+        if self.kind != "cluster":
             return {"redis_url": self.store_url}
         return {"redis_url": self.store_url, "redis_cluster": True, "queue_redis_url": self.queue_url}
 
@@ -198,6 +200,17 @@ def redis_deployment(kind: Kind) -> Iterator[RedisDeployment]:
             server = stack.enter_context(RedisServer())
             node = RedisNode("node", server.port, _pid(server))
             yield RedisDeployment(kind, server.url, server.url, [node], node)
+            return
+        if kind == "replicated":
+            server = stack.enter_context(RedisServer())
+            follower = stack.enter_context(
+                RedisServer(extra_args=("--replicaof", "127.0.0.1", str(server.port)))
+            )
+            node = RedisNode("node", server.port, _pid(server))
+            replicated = [RedisNode("replica 1", follower.port, _pid(follower))]
+            deployment = RedisDeployment(kind, server.url, server.url, [node], node, replicated)
+            deployment.wait_replicas_online()
+            yield deployment
             return
         cluster = _started_cluster()
         stack.callback(cluster.stop)
