@@ -15,7 +15,6 @@ counted per shard.
 """
 
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -169,25 +168,6 @@ class RedisDeployment:
         return len(states) == int(info.get("connected_slaves", 0)) and all(s == "online" for s in states)
 
 
-def _started_cluster(tries: int = 10) -> RedisCluster:
-    """A started `RedisCluster`, tried again if a node's port or its cluster bus port was taken: the bus
-    port is the node's + 10000, which `free_port` does not check and which falls in the kernel's range
-    for client ports, where a busy machine (a benchmark's thousand streams just closed) has many. Any
-    other failure is tried once more."""
-    others = 0
-    for _ in range(tries):
-        cluster = RedisCluster()
-        try:
-            return cluster.start()
-        except RuntimeError as exc:
-            cluster.stop()
-            others += "Address already in use" not in str(exc)
-            if others > 1:
-                raise
-            print(f"(the cluster did not start, again: {str(exc).splitlines()[-1][:120]})", file=sys.stderr)  # noqa: T201
-    raise RuntimeError(f"the cluster did not start in {tries} tries")
-
-
 def _pid(server: RedisServer) -> int | None:
     return server.process.pid if server.process else None
 
@@ -212,8 +192,7 @@ def redis_deployment(kind: Kind) -> Iterator[RedisDeployment]:
             deployment.wait_replicas_online()
             yield deployment
             return
-        cluster = _started_cluster()
-        stack.callback(cluster.stop)
+        cluster = stack.enter_context(RedisCluster())
         queue_server = stack.enter_context(RedisServer())
         queue = RedisNode("queue", queue_server.port, _pid(queue_server))
         by_port = {node.port: node for node in cluster.nodes}
