@@ -162,7 +162,6 @@ async def test_a_primary_killed_mid_job_fails_over_and_every_stream_on_its_shard
     assert max(delivered[job_id] for job_id in others) < UNTOUCHED_S, delivered
 
 
-@ignores_redis_py_node_leaks
 async def test_a_slot_migrated_under_a_live_stream_the_stream_carries_on(
     make_own_cluster_stack: StackFactory, own_cluster: RedisCluster
 ) -> None:
