@@ -23,8 +23,10 @@ Two things redis-py's asyncio `RedisCluster` (5.x, the line arq allows) does not
 
 import asyncio
 import logging
+import os
 import random
 import time
+import traceback
 from typing import Any
 
 from redis.asyncio import Redis
@@ -72,6 +74,21 @@ class _Permits:
         return self._semaphore
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A failure worth waiting through: one of `_TRANSIENT`, or redis-py closing a connection under a
+    command. redis-py 5's asyncio cluster client answers a connection error to one node by closing every
+    node's connections (`RedisCluster._execute_command`, then `aclose()`); a command in flight on another
+    node then fails inside redis-py's connection code with an `AttributeError` (its writer or reader gone:
+    `'NoneType' object has no attribute 'writelines'`). Only one raised from redis-py's own modules
+    counts, so a bug of ours is never retried away."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    if isinstance(exc, AttributeError) and exc.__traceback__ is not None:
+        innermost = traceback.extract_tb(exc.__traceback__)[-1]
+        return f"{os.sep}redis{os.sep}" in innermost.filename
+    return False
+
+
 async def _riding_out(ride_out_s: float, what: str, call: Any) -> Any:
     """`await call()`, again with backoff while it fails transiently, for at most `ride_out_s`."""
     deadline = time.monotonic() + ride_out_s
@@ -79,11 +96,16 @@ async def _riding_out(ride_out_s: float, what: str, call: Any) -> Any:
     while True:
         try:
             return await call()
-        except _TRANSIENT as exc:
+        except (*_TRANSIENT, AttributeError) as exc:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or not is_transient(exc):
                 raise
             logger.info("redis cluster: %s failed (%s); retrying", what, exc)
+            if isinstance(exc, AttributeError):
+                # Its own node is fine: another node's failure closed this connection. Again at once, or
+                # every shard would wait out the backoff of the one that failed.
+                await asyncio.sleep(_FIRST_BACKOFF_S / 5)
+                continue
             await asyncio.sleep(min(left, backoff * (0.5 + random.random())))
             backoff = min(backoff * 2, _BACKOFF_CAP_S)
 

@@ -26,8 +26,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
+
+from jobpulse.connections import is_transient
 
 _Call = tuple[Sequence[KeyT], Sequence[EncodableT], "asyncio.Future[Any]"]
 
@@ -84,9 +87,13 @@ class ScriptBatcher:
                     reply.cancel()
                 raise
             for (keys, args, reply), result in zip(batch, replies, strict=True):
-                if isinstance(result, NoScriptError):
-                    # Redis lost its script cache (a restart). The script did not run: calling it through
-                    # redis-py's script object loads it again and runs it.
+                if isinstance(result, Exception) and (
+                    isinstance(result, NoScriptError) or is_transient(result)
+                ):
+                    # Redis lost its script cache (a restart): the script did not run, and calling it
+                    # through redis-py's script object loads it again and runs it. Or a cluster's node
+                    # failed under this call: alone it rides that out (jobpulse.connections), and its
+                    # write id makes it harmless if it had run.
                     await _settle(reply, self._script(keys=keys, args=args))
                 elif reply.done():
                     pass  # its caller was cancelled; the write itself went through
@@ -110,3 +117,38 @@ async def _settle(reply: "asyncio.Future[Any]", call: Any) -> None:
     else:
         if not reply.done():
             reply.set_result(result)
+
+
+class ShardedScriptBatcher:
+    """A `ScriptBatcher` per Redis Cluster node, chosen by the call's first key.
+
+    One batcher has one send in flight at a time. On a cluster, a call to a primary that has just died
+    rides out the failover (seconds), and every other job's write would queue behind it; with a batcher
+    per node only the jobs of that shard wait.
+    """
+
+    def __init__(self, cluster: RedisCluster, script: AsyncScript) -> None:
+        self._cluster = cluster
+        self._script = script
+        self._batchers: dict[str, ScriptBatcher] = {}
+        self._owners: dict[int, str] = {}  # slot: the name of the node it was last seen on
+
+    @property
+    def sends(self) -> int:
+        return sum(batcher.sends for batcher in self._batchers.values())
+
+    async def __call__(self, keys: Sequence[KeyT], args: Sequence[EncodableT]) -> Any:
+        slot = key_slot(str(keys[0]).encode())
+        try:
+            found = self._cluster.get_node_from_key(str(keys[0]))
+        except Exception:  # the slot map being read again (redis-py drops it at each node failure)
+            found = None
+        if found is not None:
+            self._owners[slot] = found.name
+        # While the map is unknown, the node it was last seen on: a dead primary's calls must not take
+        # the other shards' queue. A slot never seen gets a batcher of its own.
+        node = self._owners.get(slot, f"slot {slot}")
+        batcher = self._batchers.get(node)
+        if batcher is None:
+            batcher = self._batchers[node] = ScriptBatcher(self._cluster, self._script)
+        return await batcher(keys=keys, args=args)

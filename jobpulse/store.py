@@ -34,7 +34,7 @@ from redis.asyncio.cluster import RedisCluster
 from jobpulse import keys
 from jobpulse.events import StoredEvent, event_id_from_entry, from_stream_entry
 from jobpulse.models import JobView, StatusEvent, epoch_to_datetime, progress_event_json
-from jobpulse.script_batch import ScriptBatcher
+from jobpulse.script_batch import ScriptBatcher, ShardedScriptBatcher
 from jobpulse.settings import Settings
 from jobpulse.status import EventType, JobStatus
 
@@ -263,7 +263,13 @@ class JobStore:
         self._state_and_events = redis.register_script(_STATE_AND_EVENTS)  # type: ignore[misc]  # RedisCluster has it too
         self._file_unfinished = self._queue_redis.register_script(_FILE_UNFINISHED)
         self._release_from_arq = self._queue_redis.register_script(_RELEASE_FROM_ARQ)
-        self._append_progress = ScriptBatcher(redis, self._append) if batch_progress else self._append
+        self._append_progress: Any = self._append
+        if batch_progress:
+            self._append_progress = (
+                ShardedScriptBatcher(redis, self._append)
+                if isinstance(redis, RedisCluster)
+                else ScriptBatcher(redis, self._append)
+            )
         # Write ids are this store's random name and a count: unique per write, and cheaper than fresh
         # random bytes for each.
         self._writer = secrets.token_hex(8)
