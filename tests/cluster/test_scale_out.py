@@ -5,8 +5,6 @@ watched from both web processes: from the start, late (a replay), and cut off an
 `Last-Event-ID` on the *other* web process. Every watcher's history is exactly the cluster's.
 """
 
-import re
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,52 +23,14 @@ from tests.cluster.conftest import (
     stored_history,
     submit_on_every_shard,
 )
-from tests.support.processes import Process, process_env, wait_until_serving, web_process, worker_process
+from tests.support.fleet import Fleet, jobs_run_by
+from tests.support.processes import process_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 # With more jobs submitted together than one worker runs at once, each lasting longer than it takes to
 # submit them all, both workers must run some.
 MAX_JOBS_PER_WORKER = 3
-
-
-class Fleet:
-    """Two web processes and two workers, the store on the cluster and the queue on the plain Redis."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.started: list[Process] = []
-        self.urls: list[str] = []
-        self.workers: list[Process] = []
-
-    def start(self) -> None:
-        self.workers = [self._start(worker_process(self.env, self.logs / f"worker{n}.log")) for n in (1, 2)]
-        webs = [web_process(self.env, self.logs / f"web{n}.log") for n in (1, 2)]
-        for process, url in webs:
-            self._start(process)
-            self.urls.append(url)
-        for process, url in webs:
-            wait_until_serving(url, process)
-        for worker in self.workers:
-            wait_until_working(worker)
-
-    def _start(self, process: Process) -> Process:
-        self.started.append(process.start())
-        return process
-
-    def stop(self) -> None:
-        for process in self.started:
-            process.stop()
-
-
-def wait_until_working(worker: Process, timeout: float = 20) -> None:
-    """arq logs Redis's facts once it has connected, just before it starts polling the queue."""
-    deadline = time.monotonic() + timeout
-    while "redis_version=" not in worker.output():
-        assert worker.popen is not None and worker.popen.poll() is None, worker.output()
-        assert time.monotonic() < deadline, f"worker did not start: {worker.output()}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -91,11 +51,6 @@ def fleet(redis_cluster: RedisCluster, redis_server: RedisServer, tmp_path: Path
         yield fleet
     finally:
         fleet.stop()
-
-
-def jobs_run_by(worker: Process) -> list[str]:
-    """The job ids this worker started, from arq's log line `  0.05s → <job id>:simulate(...)`."""
-    return re.findall(r"→ (\S+?):simulate\(", worker.output())
 
 
 async def join_late(watcher: Watcher, early: Watcher, url: str) -> None:

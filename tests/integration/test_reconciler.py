@@ -7,6 +7,7 @@ child processes.
 """
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -51,10 +52,18 @@ def quick(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def arq(quick: Settings) -> AsyncIterator[ArqRedis]:
-    client = ArqRedis.from_url(quick.redis_url)
+    async with arq_client(quick.redis_url) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def arq_client(url: str) -> AsyncIterator[ArqRedis]:
+    client = ArqRedis.from_url(url)
     client.job_serializer, client.job_deserializer = queue_codec.encode, queue_codec.decode
-    yield client
-    await client.aclose()
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +87,8 @@ def apart(request: pytest.FixtureRequest, quick: Settings) -> Settings:
 @pytest.fixture
 async def queue(apart: Settings) -> AsyncIterator[ArqRedis]:
     """arq's client on the queue's Redis (the store's, or its own)."""
-    client = ArqRedis.from_url(apart.queue_url)
-    client.job_serializer, client.job_deserializer = queue_codec.encode, queue_codec.decode
-    yield client
-    await client.aclose()
+    async with arq_client(apart.queue_url) as client:
+        yield client
 
 
 def statuses(events: list[Event]) -> list[tuple[str, int]]:

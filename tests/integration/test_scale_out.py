@@ -8,9 +8,7 @@ the survivor without a gap or a duplicate.
 """
 
 import json
-import re
 import signal
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,8 @@ from redis.asyncio import Redis
 from jobpulse import keys
 from jobpulse.events import event_id_from_entry, from_stream_entry
 from jobpulse.stack.redis_server import RedisServer
-from tests.support.processes import Process, process_env, wait_until_serving, web_process, worker_process
+from tests.support.fleet import Fleet, jobs_run_by
+from tests.support.processes import process_env
 from tests.support.sse import Event
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -35,47 +34,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 MAX_JOBS_PER_WORKER = 5
 
 
-class Cluster:
-    """Two web processes and two workers on the session's Redis, with a queue of their own."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.started: list[Process] = []
-        self.webs: list[tuple[Process, str]] = []
-        self.workers: list[Process] = []
-
-    def start(self) -> None:
-        # Start all four, then wait: they come up side by side.
-        self.workers = [self._start(worker_process(self.env, self.logs / f"worker{n}.log")) for n in (1, 2)]
-        for n in (1, 2):
-            process, url = web_process(self.env, self.logs / f"web{n}.log")
-            self.webs.append((self._start(process), url))
-        for process, url in self.webs:
-            wait_until_serving(url, process)
-        for worker in self.workers:
-            wait_until_working(worker)
-
-    def _start(self, process: Process) -> Process:
-        self.started.append(process.start())
-        return process
-
-    def stop(self) -> None:
-        for process in self.started:
-            process.stop()
-
-
-def wait_until_working(worker: Process, timeout: float = 20) -> None:
-    """arq logs Redis's facts once it has connected, just before it starts polling the queue."""
-    deadline = time.monotonic() + timeout
-    while "redis_version=" not in worker.output():
-        assert worker.popen is not None and worker.popen.poll() is None, worker.output()
-        assert time.monotonic() < deadline, f"worker did not start: {worker.output()}"
-        time.sleep(0.05)
-
-
 @pytest.fixture
-def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Fleet]:
     env = process_env(
         redis_server.url,
         JOBPULSE_UPLOAD_DIR=str(tmp_path / "uploads"),
@@ -84,7 +44,7 @@ def cluster(redis_server: RedisServer, tmp_path: Path) -> Iterator[Cluster]:
         JOBPULSE_WORKER_POLL_DELAY_S="0.05",
         JOBPULSE_MAX_JOBS=str(MAX_JOBS_PER_WORKER),
     )
-    cluster = Cluster(env, tmp_path)
+    cluster = Fleet(env, tmp_path)
     try:
         cluster.start()
         yield cluster
@@ -161,13 +121,8 @@ def assert_complete(history: list[Event], job_id: str, steps: int) -> None:
     assert history[-1].data["status"] == "succeeded" and history[-1].data["result"] == {"steps": steps}
 
 
-def jobs_run_by(worker: Process) -> list[str]:
-    """The job ids this worker started, from arq's log line `  0.05s → <job id>:simulate(...)`."""
-    return re.findall(r"→ (\S+?):simulate\(", worker.output())
-
-
 async def test_two_webs_and_two_workers_give_every_watcher_the_same_complete_history(
-    cluster: Cluster, redis: Redis
+    cluster: Fleet, redis: Redis
 ) -> None:
     (_, url1), (_, url2) = cluster.webs
     urls = [url1, url2]
@@ -221,7 +176,7 @@ async def cut_and_resume_elsewhere(watcher: Watcher, here: str, there: str) -> N
 
 
 async def test_watchers_of_a_killed_web_process_resume_on_the_other_without_gap_or_duplicate(
-    cluster: Cluster, redis: Redis
+    cluster: Fleet, redis: Redis
 ) -> None:
     (doomed, doomed_url), (_, survivor_url) = cluster.webs
     steps = 20
