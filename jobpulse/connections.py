@@ -19,6 +19,14 @@ Two things redis-py's asyncio `RedisCluster` (5.x, the line arq allows) does not
   `JOBPULSE_REDIS_RECONNECT_S`, as its single-node pool does; the web's `JOBPULSE_REDIS_TIMEOUT_S`.
   A pipeline is sent again whole. A retried append is harmless: the script's write id makes a second
   run answer the first one's id (and `jobpulse.script_batch` never puts two writes of a job in one).
+- **Keeping the other shards going through a failover.** At each failed command redis-py drops the
+  failed node from its seed list and reads the topology again, and each re-read also fetches `COMMAND`'s
+  table from its default node, the first primary. When that primary is the dead one, every re-read
+  fails until the failover ends, so every shard's commands wait it out; and concurrent failures can
+  empty the seed list ("Redis Cluster cannot be connected ... reachable node: None", redis/redis-py#3693).
+  Here the table is read once (it does not change with the topology), and the seed list is filled again
+  from every node seen before each re-read. Both reach into redis-py's internals: `redis` is bounded to
+  the releases they were tested on, and tests/cluster/test_redis_py_internals.py fails when they change.
 """
 
 import asyncio
@@ -29,11 +37,13 @@ import time
 import traceback
 from typing import Any
 
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.exceptions import (
     ClusterDownError,
     MaxConnectionsError,
+    RedisClusterException,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -57,7 +67,7 @@ _TRANSIENT = (
     MaxConnectionsError,
 )
 _FIRST_BACKOFF_S = 0.05
-_BACKOFF_CAP_S = 1.0
+_BACKOFF_CAP_S = 0.5
 
 
 class _Permits:
@@ -75,39 +85,83 @@ class _Permits:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A failure worth waiting through: one of `_TRANSIENT`, or redis-py closing a connection under a
-    command. redis-py 5's asyncio cluster client answers a connection error to one node by closing every
-    node's connections (`RedisCluster._execute_command`, then `aclose()`); a command in flight on another
-    node then fails inside redis-py's connection code with an `AttributeError` (its writer or reader gone:
-    `'NoneType' object has no attribute 'writelines'`). Only one raised from redis-py's own modules
-    counts, so a bug of ours is never retried away."""
+    """A failure worth waiting through: one of `_TRANSIENT`; redis-py closing a connection under a
+    command (`cut_under_it`); or no node of the cluster answering a topology read, which redis-py raises
+    as a `RedisClusterException` caused by the last node's connection error."""
     if isinstance(exc, _TRANSIENT):
         return True
-    if isinstance(exc, AttributeError) and exc.__traceback__ is not None:
-        innermost = traceback.extract_tb(exc.__traceback__)[-1]
-        return f"{os.sep}redis{os.sep}" in innermost.filename
+    if isinstance(exc, AttributeError):
+        return cut_under_it(exc)
+    if isinstance(exc, RedisClusterException) and exc.__cause__ is not None:
+        return isinstance(exc.__cause__, _TRANSIENT)
     return False
 
 
+def cut_under_it(exc: BaseException) -> bool:
+    """The command's connection failed once open: not its node refusing or not answering a connection.
+
+    redis-py 5's asyncio cluster client answers a connection error to one node by reading the topology
+    again, which closes every node's connections (`RedisCluster._execute_command`, then `aclose()`, and
+    `NodesManager.set_nodes` at the re-read); a command in flight on another node then fails with a
+    connection error, or inside redis-py's connection code with an `AttributeError` (its writer or reader
+    gone: `'NoneType' object has no attribute 'writelines'`). Only an `AttributeError` raised from
+    redis-py's own modules counts, so a bug of ours is never retried away.
+    """
+    if exc.__traceback__ is None or isinstance(exc, MaxConnectionsError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, AttributeError):
+        return f"{os.sep}redis{os.sep}" in frames[-1].filename
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return not any(frame.name in _CONNECTING for frame in frames)
+    return False
+
+
+# redis-py's functions that open a connection (`AbstractConnection.connect` and its handshake): a failure
+# raised in them is the node's, worth backing off from.
+_CONNECTING = frozenset({"connect", "on_connect", "_connect"})
+# How many times in a row a command cut under it is sent again at once: more is a node that accepts
+# connections and drops them, and backs off.
+_AT_ONCE = 10
+
+
 async def _riding_out(ride_out_s: float, what: str, call: Any) -> Any:
-    """`await call()`, again with backoff while it fails transiently, for at most `ride_out_s`."""
+    """`await call()`, again while it fails transiently, for at most `ride_out_s`.
+
+    A command cut under it is sent again at once: its own node is fine, another node's failure closed
+    the connection (`cut_under_it`), and backing off would make every shard wait out the failed one's
+    backoff. Anything else backs off, exponentially, with jitter.
+    """
     deadline = time.monotonic() + ride_out_s
     backoff = _FIRST_BACKOFF_S
+    at_once = _AT_ONCE
     while True:
         try:
             return await call()
-        except (*_TRANSIENT, AttributeError) as exc:
+        except (*_TRANSIENT, AttributeError, RedisClusterException) as exc:
             left = deadline - time.monotonic()
             if left <= 0 or not is_transient(exc):
                 raise
             logger.info("redis cluster: %s failed (%s); retrying", what, exc)
-            if isinstance(exc, AttributeError):
-                # Its own node is fine: another node's failure closed this connection. Again at once, or
-                # every shard would wait out the backoff of the one that failed.
-                await asyncio.sleep(_FIRST_BACKOFF_S / 5)
+            if at_once > 0 and cut_under_it(exc):
+                at_once -= 1
+                await asyncio.sleep(0)
                 continue
+            at_once = _AT_ONCE
             await asyncio.sleep(min(left, backoff * (0.5 + random.random())))
             backoff = min(backoff * 2, _BACKOFF_CAP_S)
+
+
+class _CommandTableOnce(AsyncCommandsParser):
+    """redis-py's parser of `COMMAND`'s table (where each command's keys are), read from one node once.
+
+    redis-py reads it again from the default node at every topology re-read, and the default node may
+    be the primary that just died (see the module's docstring).
+    """
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        if not self.commands:
+            await super().initialize(node)
 
 
 class StoreCluster(RedisCluster):
@@ -117,12 +171,32 @@ class StoreCluster(RedisCluster):
         super().__init__(*args, **kwargs)
         self._permits = _Permits(permits)
         self.ride_out_s = ride_out_s
+        self.commands_parser = _CommandTableOnce()
+        # Every node ever seen, by name: the seeds of a topology re-read (redis-py's own list loses one
+        # at each failure of it). A node gone for good only costs a refused connection at a re-read.
+        self._seen: dict[str, tuple[str, int]] = {
+            name: (node.host, int(node.port)) for name, node in self.nodes_manager.startup_nodes.items()
+        }
+
+    async def initialize(self) -> "StoreCluster":
+        seeds = self.nodes_manager.startup_nodes
+        for name, (host, port) in self._seen.items():
+            if name not in seeds:
+                seeds[name] = ClusterNode(host, port, **self.nodes_manager.connection_kwargs)
+        await super().initialize()
+        for name, node in self.nodes_manager.nodes_cache.items():
+            self._seen.setdefault(name, (node.host, int(node.port)))
+        return self
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async def once() -> Any:
             async with self._permits.semaphore:
                 return await super(StoreCluster, self).execute_command(*args, **kwargs)
 
+        if isinstance(kwargs.get("target_nodes"), ClusterNode | list | dict):
+            # Its caller chose the node (the hub's slot-map read): a dead one is not waited for, the
+            # caller asks another.
+            return await once()
         return await _riding_out(self.ride_out_s, str(args[0]), once)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:

@@ -21,7 +21,6 @@ from tests.cluster.conftest import (
     cluster_client,
     ignores_redis_py_node_leaks,
     job_slot,
-    node_at,
     stored_history,
     submit,
     submit_on_every_shard,
@@ -78,7 +77,9 @@ async def test_a_primary_killed_mid_job_fails_over_and_every_stream_on_its_shard
             start_delay_ms=500,
         )
         owners = SlotOwners(own_cluster)
-        doomed = node_at(own_cluster, owners.port_of(job_ids[0]))
+        # The primary of slot 0: the one redis-py's clients take for their default node, the worst case
+        # (jobpulse.connections: their topology re-reads asked it for COMMAND's table).
+        doomed = own_cluster.primary_of_slot(0)
         heir = own_cluster.replica_of(doomed)
         on_doomed = [job_id for job_id in job_ids if owners.port_of(job_id) == doomed.port]
         watchers = {job_id: [Watcher(job_id), Watcher(job_id)] for job_id in job_ids}
@@ -102,9 +103,12 @@ async def test_a_primary_killed_mid_job_fails_over_and_every_stream_on_its_shard
         histories = {job_id: await stored_history(store, job_id) for job_id in job_ids}
     finally:
         await store.aclose()
-    # How long each job's writes (the worker's timestamps) and each job's streams stood still.
+    # How long each job's writes (the worker's timestamps) stood still once it reported progress (before,
+    # its start: the queue, `start_delay_ms`), and how long each job's streams did.
     written = {
-        job_id: max(b.data["ts"] - a.data["ts"] for a, b in itertools.pairwise(history))
+        job_id: max(
+            b.data["ts"] - a.data["ts"] for a, b in itertools.pairwise(history) if a.event == "progress"
+        )
         for job_id, history in histories.items()
     }
     delivered = {job_id: max(longest_pause(w) for w in watchers[job_id]) for job_id in job_ids}
@@ -136,13 +140,14 @@ async def test_a_primary_killed_mid_job_fails_over_and_every_stream_on_its_shard
         else:
             assert_complete(history, job_id, STEPS)
             assert all(watcher.events == history for watcher in watchers[job_id])
-    # docs/fault-model.md: jobs on the other shards carry on, pausing well short of the failover (redis-py's
-    # cluster client resets every node's connections at each failed try of the dead one; their writes
-    # retry at once). Before the worker batched per shard and took those resets as transient, they stood
+    # docs/fault-model.md: jobs on the other shards carry on, their writes pausing no longer than a few of
+    # their own 50 ms steps. redis-py's cluster client closes every node's connections at each failed try
+    # of the dead one; those cut commands are sent again at once (jobpulse.connections). Before that, and
+    # before its topology re-reads stopped asking the dead default node for COMMAND's table, they stood
     # still for the whole failover, or failed.
     others = [job_id for job_id in job_ids if job_id not in on_doomed]
-    assert max(written[job_id] for job_id in others) < failed_over_s, (written, failed_over_s)
-    assert max(delivered[job_id] for job_id in others) < failed_over_s, (delivered, failed_over_s)
+    assert max(written[job_id] for job_id in others) < failed_over_s / 3, (written, failed_over_s)
+    assert max(delivered[job_id] for job_id in others) < failed_over_s / 2, (delivered, failed_over_s)
 
 
 async def test_a_slot_migrated_under_a_live_stream_the_stream_carries_on(

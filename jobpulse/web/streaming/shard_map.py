@@ -13,7 +13,7 @@ import logging
 
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ class ShardMap:
         self._cluster = cluster
         self._starts: list[int] = []  # first slot of each range, sorted
         self._ranges: list[tuple[int, int, Address]] = []
+        self._unanswered: set[str] = set()  # names of the nodes that failed a read, most recently
         self._set(ranges or [])
 
     @staticmethod
@@ -58,13 +59,27 @@ class ShardMap:
         self._set(ranges)
 
     async def refresh(self) -> bool:
-        """Read the slot map again from the first node that answers; False if none did."""
-        for node in self._cluster.get_nodes():
+        """Read the slot map again from the first node that answers; False if none did.
+
+        Nodes that did not answer last time are asked last: a dead primary stays in the cluster
+        client's table until its failover ends, and each try of it costs every command of the web's
+        cluster client its connection (jobpulse.connections). Each node is looked up by name just
+        before it is asked, since a failed try makes the client read the topology again and replace
+        every node it holds, closing the old ones.
+        """
+        names = sorted((node.name for node in self._cluster.get_nodes()), key=self._unanswered.__contains__)
+        for name in names:
             try:
+                await self._cluster.initialize()  # the re-read a failed try asked for, if any
+                node = self._cluster.get_node(node_name=name)
+                if node is None:
+                    continue  # gone from the topology meanwhile
                 slots = await self._cluster.cluster_slots(target_nodes=node)
-            except (RedisError, OSError) as exc:
-                logger.info("hub: could not read the cluster's slots from %s: %s", node.name, exc)
+            except (RedisError, RedisClusterException, OSError) as exc:
+                logger.info("hub: could not read the cluster's slots from %s: %s", name, exc)
+                self._unanswered.add(name)
                 continue
+            self._unanswered.discard(name)
             ranges = []
             for (first, last), shard in slots.items():
                 host, port = shard["primary"][:2]
