@@ -332,6 +332,8 @@ def test_cluster_nodes_persist_and_never_evict_as_the_default_redis_does() -> No
     assert conf["port"] == "6379"
     # Clients get the announced service names (resolvable on the compose network), not container IPs.
     assert conf["cluster-preferred-endpoint-type"] == "hostname"
+    # docs/fault-model.md: a shard down stops only its own jobs (the clients, too, ask for no full coverage).
+    assert conf["cluster-require-full-coverage"] == "no"
 
 
 def test_cluster_init_runs_once_every_node_answers() -> None:
