@@ -9,7 +9,7 @@ the worker's `redis_pool`), since one node for both roles is the default and the
 On a cluster every key of a job carries its id as a hash tag (`jobpulse.keys`), so the append script's
 keys and channel are in one slot and redis-py routes each script call to that slot's primary.
 
-Two things redis-py's asyncio `RedisCluster` (5.x, the line arq allows) does not do, added here:
+What redis-py's asyncio `RedisCluster` (5.x, the line arq allows) does not do, added here:
 - **A bound on connections.** Its per-node pools raise `MaxConnectionsError` when full rather than wait.
   Every command and pipeline here first takes one of `max_connections` permits, so no node ever holds
   more than that many of this client's connections, and a burst waits instead of failing.
@@ -19,7 +19,9 @@ Two things redis-py's asyncio `RedisCluster` (5.x, the line arq allows) does not
   `JOBPULSE_REDIS_RECONNECT_S`, as its single-node pool does; the web's `JOBPULSE_REDIS_TIMEOUT_S`.
   A pipeline is sent again whole. A retried append is harmless: the script's write id makes a second
   run answer the first one's id (and `jobpulse.script_batch` never puts two writes of a job in one).
-- **Keeping the other shards going through a failover.** At each failed command redis-py drops the
+- **Keeping the other shards going through a failover.** At each failed command redis-py closes every
+  node's connections, cutting the other shards' commands under way: those are sent again at once
+  (`cut_under_it`), and only a node refusing or not answering is backed off from. It also drops the
   failed node from its seed list and reads the topology again, and each re-read also fetches `COMMAND`'s
   table from its default node, the first primary. When that primary is the dead one, every re-read
   fails until the failover ends, so every shard's commands wait it out; and concurrent failures can
