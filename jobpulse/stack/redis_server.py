@@ -114,6 +114,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 error = self.process.stderr.read().decode() if self.process.stderr else ""
+                self.stop()  # closes its stderr pipe
                 raise RuntimeError(f"redis-server exited at start: {error or self._log_tail()}")
             if self._serving_pid() == self.process.pid:
                 return self

@@ -24,6 +24,7 @@ def test_someone_elses_server_on_the_port_is_not_taken_for_ours() -> None:
         second = RedisServer(port=first.port)
         with pytest.raises(RuntimeError, match=r"exited at start|did not answer"):
             second.start(timeout_s=3)
+        assert second.process is None, "the failed server's process (and its stderr pipe) let go of"
         second.cleanup()
 
 
