@@ -27,7 +27,7 @@ from jobpulse.ids import new_job_id
 from jobpulse.settings import Settings
 from jobpulse.status import JobStatus
 from jobpulse.store import JobStore
-from jobpulse.worker.arq_settings import _store_redis
+from jobpulse.worker.arq_settings import store_redis_for
 from jobpulse.worker.progress import REPORTER_KEY, ProgressReporter, progress
 from jobpulse.worker.redis_pool import worker_redis
 
@@ -52,7 +52,7 @@ def worker_store(settings: Settings, queue_redis: Any, *, batch: bool) -> tuple[
     """The store as the worker builds it (`jobpulse.worker.arq_settings`), on `queue_redis` (the worker's
     `worker_redis`), with `batch` for its progress batching; and the store's Redis, to close."""
     # The worker's own choice of the store's client (one node: arq's; a cluster: its cluster client).
-    store_redis = _store_redis(settings, queue_redis)
+    store_redis = store_redis_for(settings, queue_redis)
     return JobStore(store_redis, settings, queue_redis=queue_redis, batch_progress=batch), store_redis
 
 

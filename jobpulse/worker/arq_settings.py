@@ -96,7 +96,7 @@ def _task_functions(registry: TaskRegistry, settings: Settings, theirs: Iterable
     return [*ours, *theirs]
 
 
-def _store_redis(settings: Settings, queue_redis: StoreRedis) -> StoreRedis:
+def store_redis_for(settings: Settings, queue_redis: StoreRedis) -> StoreRedis:
     """The store's Redis for a worker: arq's own client on one Redis; else a client of its own, which
     rides out an outage (or a failover) for `JOBPULSE_REDIS_RECONNECT_S` as the queue's does."""
     if settings.redis_cluster:
@@ -112,7 +112,7 @@ def _store_redis(settings: Settings, queue_redis: StoreRedis) -> StoreRedis:
 
 
 def _start_store(ctx: dict[str, Any], settings: Settings, main_task: "asyncio.Task[Any] | None") -> JobStore:
-    store_redis = ctx[STORE_REDIS_KEY] = _store_redis(settings, ctx["redis"])
+    store_redis = ctx[STORE_REDIS_KEY] = store_redis_for(settings, ctx["redis"])
     pool = getattr(store_redis, "connection_pool", None)
     if store_redis is not ctx["redis"] and isinstance(pool, ReconnectingPool) and main_task is not None:
         pool.stop_when(main_task, watch_signals=False, grace_s=settings.shutdown_grace_s)
