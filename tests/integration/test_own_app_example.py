@@ -107,7 +107,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         work,
     )
     seconds = time.monotonic() - started
-    # `--log-cli-level=INFO` shows it: quick once pip's cache holds the dependencies.
+    # `-n 0 --log-cli-level=INFO` shows it: quick once pip's cache holds the dependencies.
     logger.info("pip installed the wheel and its dependencies in %.1f s", seconds)
     return Installed(wheel, venv, seconds)
 
