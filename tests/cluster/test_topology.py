@@ -56,7 +56,10 @@ def assert_as_promised(watcher: Watcher, history: list[Event], killed_at: float)
 
 
 def longest_pause(watcher: Watcher) -> float:
-    gaps = [later - earlier for earlier, later in itertools.pairwise(watcher.arrivals)]
+    """The longest wait between two events the watcher received, once its job reported progress (before,
+    the job's start: the queue, `start_delay_ms`)."""
+    arrivals = list(zip(watcher.events, watcher.arrivals, strict=True))
+    gaps = [b - a for (event, a), (_, b) in itertools.pairwise(arrivals) if event.event == "progress"]
     return max(gaps, default=0.0)
 
 
@@ -147,7 +150,10 @@ async def test_a_primary_killed_mid_job_fails_over_and_every_stream_on_its_shard
     # still for the whole failover, or failed.
     others = [job_id for job_id in job_ids if job_id not in on_doomed]
     assert max(written[job_id] for job_id in others) < failed_over_s / 3, (written, failed_over_s)
-    assert max(delivered[job_id] for job_id in others) < failed_over_s / 2, (delivered, failed_over_s)
+    assert max(delivered[job_id] for job_id in others) < failed_over_s / 3, (delivered, failed_over_s)
+    # The killed shard's streams resume soon after its replica takes over: the hub reads the slot map again
+    # at least every 0.5 s while a shard's connection is lost (at up to 2 s before, 3.2-3.6 s in all).
+    assert max(delivered[job_id] for job_id in on_doomed) < failed_over_s + 1.0, (delivered, failed_over_s)
 
 
 async def test_a_slot_migrated_under_a_live_stream_the_stream_carries_on(

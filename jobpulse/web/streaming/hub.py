@@ -38,6 +38,10 @@ from jobpulse.web.streaming.subscription import JobEvents, Subscription
 logger = logging.getLogger(__name__)
 
 _PING = "jobpulse-hub"
+# The longest wait between two tries of a lost subscriber connection: to one Redis, and to a cluster's
+# shard (where each try also reads the slot map again, which finds a failover's new primary).
+_BACKOFF_CAP_S = 2.0
+_SHARD_BACKOFF_CAP_S = 0.5
 
 
 class HubUnavailable(Exception):
@@ -174,10 +178,12 @@ class _Link:
                 logger.exception("hub: unexpected error; reconnecting")
             await self.close_connection()
             if hub.sharded:
-                # A primary gone or demoted: its channels may live elsewhere now.
+                # A primary gone or demoted: its channels may live elsewhere now. Read again at least
+                # every half second, since a failover's replica takes over at any moment (and its
+                # channels' streams wait for this), and a read is one `CLUSTER SLOTS`.
                 await hub.reroute()
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            backoff = min(backoff * 2, _SHARD_BACKOFF_CAP_S if hub.sharded else _BACKOFF_CAP_S)
 
     async def _listen(self, connection: AbstractConnection) -> None:
         """Dispatch replies until the connection fails or goes silent.
