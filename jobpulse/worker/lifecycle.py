@@ -152,7 +152,7 @@ async def _run_attempt(
     except asyncio.CancelledError:
         # Either the job was deleted (the web already wrote `cancelled`, so this is refused) or the worker
         # is shutting down and arq will run the job again.
-        await asyncio.shield(_note_interrupted(attempt))
+        await asyncio.shield(_note_interrupted(attempt, reporter))
         raise
     except TimeoutError as exc:
         await reporter.flush()
@@ -166,9 +166,11 @@ async def _run_attempt(
         await attempt.status(JobStatus.SUCCEEDED, result=result)
 
 
-async def _note_interrupted(attempt: _Attempt) -> None:
+async def _note_interrupted(attempt: _Attempt, reporter: ProgressReporter) -> None:
     try:
         async with asyncio.timeout(5):
+            # The task's thread or process may still be reporting: none of it may land after this status.
+            await reporter.close_and_settle()
             await attempt.retry_or_fail("the worker stopped during the job")
     except (JobStoreError, TimeoutError):
         pass

@@ -103,6 +103,14 @@ class ProgressReporter:
             self._flusher.cancel()
             self._flusher = None
 
+    async def close_and_settle(self) -> None:
+        """`close()`, then wait out the publishes already under way or waiting their turn, so that a
+        status written next comes after every progress event of the attempt. A thread or process
+        reporting meanwhile (the task was cancelled, not it) would otherwise append after that status."""
+        self.close()
+        async with self._lock:  # an asyncio.Lock is fair: those waiting before go first
+            pass
+
     async def _publish(self, update: Update) -> None:
         async with self._lock:
             await self._publish_locked(update)
