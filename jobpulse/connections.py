@@ -111,11 +111,12 @@ def cut_under_it(exc: BaseException) -> bool:
     """
     if exc.__traceback__ is None or isinstance(exc, MaxConnectionsError):
         return False
-    frames = traceback.extract_tb(exc.__traceback__)
+    # The frames' code only: `traceback.extract_tb` would read each frame's source line too.
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(exc.__traceback__)]
     if isinstance(exc, AttributeError):
-        return f"{os.sep}redis{os.sep}" in frames[-1].filename
+        return f"{os.sep}redis{os.sep}" in codes[-1].co_filename
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        return not any(frame.name in _CONNECTING for frame in frames)
+        return not any(code.co_name in _CONNECTING for code in codes)
     return False
 
 
